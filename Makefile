@@ -1,0 +1,30 @@
+# The two commands of the README:
+#   make study   set everything up, then run the study on the embedded default
+#   make test    set everything up, then run the test suite (what CI runs)
+PY := .venv/bin/python
+STUDY_ARGS ?=
+
+.PHONY: setup study test test-fast lint bench clean-outputs
+
+setup:
+	bash scripts/setup.sh
+
+study: setup
+	$(PY) run_sample.py -m model=smollm2_135m,gemma3_270m budget=low,high $(STUDY_ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: setup
+	$(PY) benchmarks/sampling_throughput.py
+	$(PY) benchmarks/grading_throughput.py
+
+clean-outputs:
+	rm -rf outputs

@@ -1,0 +1,58 @@
+"""The one interface every generation back end implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Decoding settings shared by all requests of a call."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    """``n`` samples for one prompt; ``seed`` makes them reproducible whatever the batching."""
+
+    prompt: str
+    n: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # clipped at the first stop sequence, which is not included
+    generated_tokens: int  # tokens the model produced for this sample (stop-sequence tokens included)
+    finish_reason: str  # "stop" (EOS or stop sequence) or "length"
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt_tokens: int
+    completions: tuple[Completion, ...]
+
+
+class Engine(abc.ABC):
+    """Generate ``n`` samples per prompt. Engines are context managers that free their resources."""
+
+    name: str = "engine"
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
+        """One Generation per request, in request order, each with exactly ``request.n`` completions."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release processes and memory (vLLM keeps GiBs until its engine core is shut down)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,133 @@
+"""The Math-Verify path: symbolic equivalence of two answer strings (runs inside pool workers).
+
+Both answers are cleaned up (see ``prepare``), wrapped in ``\\boxed{}`` and parsed with
+``math_verify.parse``; ``math_verify.verify(gold, pred)`` then decides (gold first: Math-Verify is
+deliberately asymmetric, e.g. a gold ``x=3`` accepts ``3`` but a gold ``3`` does not accept an
+equation ``2x=6``). What is added here by hand, because Math-Verify lacks it:
+
+* thousands separators written as LaTeX spaces (``1\\,234`` parses as ``1*234`` otherwise);
+* a percent sign on either side, inside the answer (``\\boxed{33.5\\%}``): x% equals x and x/100;
+* scientific notation ``3.54e-07`` (parsed as ``3.54*E - 7`` otherwise), ``74°``;
+* bare words (``odd``, ``White``, ``Evelyn``) compared as one ``\\text{}`` word, case-insensitively;
+* multiple-choice letters ``(C)`` / ``\\text{(C)}`` / ``C``;
+* ``x \\in [a, b]`` read as the set ``[a, b]``; a trailing ``\\approx 0.577`` and a trailing
+  backslash dropped;
+* a numeric pre-check: two constant expressions whose values differ are unequal without running
+  ``simplify`` (the slow part of ``verify``).
+
+Nothing here has a time limit of its own: the caller (``pool``) runs it under a deadline.
+Importing this module imports sympy (about 0.5 s); the parent process never needs to.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+
+import sympy
+from math_verify import LatexExtractionConfig, parse, verify
+
+from compute_optimal.grading.extract import strip_math_delimiters
+from compute_optimal.grading.normalize import clean_separators
+
+# Math-Verify logs a warning for every parse/verify call made with its own timeout disabled.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+_LATEX_CONFIG = [LatexExtractionConfig(boxed_match_priority=0)]
+
+_PERCENT_TAIL_RE = re.compile(
+    r"\s*(?:\\?%|\\(?:text|mbox|textnormal|mathrm)\s*\{\s*(?:\\?%|percent(?:age)?|pct)\s*\}|\b(?:percent(?:age)?|pct)\b)\s*$",
+    re.IGNORECASE,
+)
+_CHOICE_RE = re.compile(
+    r"^\(?\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*\(?\s*([A-Ea-e])\s*\)?\s*\}|([A-E]))\s*\)?$"
+)
+_WORD_RE = re.compile(r"^(?:\\(?:text|textbf|mathrm|mathbf|mathcal|textit|mbox)\s*\{\s*([A-Za-z]{2,})\s*\}|([A-Za-z]{2,}))$")
+_FUNCTION_WORDS = frozenset({"pi", "sin", "cos", "tan", "log", "ln", "exp", "sqrt", "infty", "inf"})
+
+
+def prepare(answer: str) -> tuple[str, bool]:
+    """Clean-up before parsing: (LaTeX string, whether it carried a percent sign)."""
+    s = strip_math_delimiters(answer.strip())
+    s = clean_separators(s).replace("−", "-").replace("**", "^")
+    s = re.sub(r"^\s*[A-Za-z]\s*\\in\s*", "", s)  # "x \in [a, b]" is the set [a, b]
+    s = re.sub(r"\s*\\approx\s*[-+]?[\d.]+\s*$", "", s)  # "\frac{\sqrt3}{3} \approx 0.577"
+    s = re.sub(r"(?<!\\)\\\s*$", "", s).strip()  # "185\"
+    s = s.replace("°", "^\\circ")
+    s = re.sub(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times 10^{\2}", s)
+    percent = False
+    m = _PERCENT_TAIL_RE.search(s)
+    if m and m.start() > 0:
+        percent, s = True, s[: m.start()].rstrip()
+    s = s.rstrip(".").strip()
+    m = _CHOICE_RE.match(s)
+    if m:
+        return f"\\text{{{(m.group(1) or m.group(2)).upper()}}}", percent
+    m = _WORD_RE.match(s)
+    if m:
+        word = m.group(1) or m.group(2)
+        if word.lower() not in _FUNCTION_WORDS:
+            return f"\\text{{{word.lower()}}}", percent
+    return s, percent
+
+
+@lru_cache(maxsize=4096)
+def _parse(latex: str) -> tuple:
+    # \boxed{} makes Math-Verify take the whole string as one LaTeX answer (no prose extraction).
+    return tuple(parse("\\boxed{" + latex + "}", extraction_config=_LATEX_CONFIG, parsing_timeout=None))
+
+
+def _constant(parsed: tuple) -> sympy.Expr | None:
+    """The parsed value when it is a plain constant expression (no symbols, sets or relations)."""
+    if not parsed or not isinstance(parsed[0], sympy.Expr):
+        return None
+    e = parsed[0]
+    if not e.is_number or e.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+        return None
+    return e
+
+
+def _clearly_different(gold: tuple, pred: tuple) -> bool:
+    """Two constants whose numeric values differ by more than rounding: not equal, skip simplify."""
+    g, p = _constant(gold), _constant(pred)
+    if g is None or p is None:
+        return False
+    try:
+        gv, pv = complex(g.evalf(30)), complex(p.evalf(30))
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return False
+    scale = max(abs(gv), abs(pv), 1.0)
+    return abs(gv - pv) > 1e-4 * scale
+
+
+def _verify(gold: tuple, pred: tuple) -> bool:
+    if not gold or not pred:
+        return False
+    if _clearly_different(gold, pred):
+        return False
+    return bool(verify(list(gold), list(pred), timeout_seconds=None))
+
+
+def math_equal(pred: str, gold: str) -> bool:
+    """True when ``pred`` is mathematically equivalent to ``gold`` (both bare answer strings)."""
+    p, p_pct = prepare(pred)
+    g, g_pct = prepare(gold)
+    if not p or not g:
+        return False
+    if p == g:
+        return True
+    gold_parsed, pred_parsed = _parse(g), _parse(p)
+    if _verify(gold_parsed, pred_parsed):
+        return True
+    # Percent leniency: exactly one side says "%": also try it as a fraction of 100.
+    if p_pct and not g_pct:
+        return _verify(gold_parsed, _parse(f"\\frac{{{p}}}{{100}}"))
+    if g_pct and not p_pct:
+        return _verify(_parse(f"\\frac{{{g}}}{{100}}"), pred_parsed)
+    return False
+
+
+def warm_up() -> None:
+    """Load the LaTeX grammar once (the first parse costs ~0.5 s), e.g. before forking workers."""
+    math_equal("\\frac{1}{2}", "0.5")

@@ -1,0 +1,306 @@
+"""Final-answer extraction from raw completions (pure string work: no sympy, never raises).
+
+Two families of formats:
+
+* numeric (``gsm8k``, ``arith``): the answer is one number. Priority: the last ``#### N``, the last
+  ``The answer is N``, the last ``\\boxed{N}``, the Minerva sentence ``The final answer is N``, and
+  finally the last number in the text. The number is returned in a canonical form (no commas, no
+  currency, no trailing ``.0``) so that extracted answers can be compared or voted on as strings.
+* math (``math``, ``math500``): the answer is a LaTeX expression. Priority: the last ``\\boxed{}`` /
+  ``\\fbox{}`` (brace-matched; several boxes separated only by ``,``/``and``/``or``/``\\quad`` are
+  joined into one list), the Minerva sentence ``Final Answer: The final answer is $X$. I hope it is
+  correct.``, an ``answer is``/``Answer:`` anchor, the whole text when it is a bare answer rather
+  than prose, the last math span (``$..$``, ``\\(..\\)``, ``\\[..\\]``), and finally the last number.
+
+A completion whose last box is still open (generation cut off inside ``\\boxed{``) has no answer:
+whatever number precedes the cut is not what the model was going to box.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+# "\beginboxed" is a malformed variant some models emit; "\fbox" is the older command.
+_BOX_RE = re.compile(r"\\(?:boxed|fbox|beginboxed)(?![A-Za-z])\s*")
+
+
+def _box_spans(text: str) -> list[tuple[int, int, str | None]]:
+    """(start, end, content) for every box; content None when the box is never closed."""
+    spans: list[tuple[int, int, str | None]] = []
+    for m in _BOX_RE.finditer(text):
+        start = m.end()
+        if start >= len(text):
+            spans.append((m.start(), len(text), None))
+            continue
+        if text[start] != "{":
+            # "\boxed 2": the argument is the next token up to whitespace or "$".
+            tok = re.match(r"[^\s$]+", text[start:])
+            if tok:
+                spans.append((m.start(), start + tok.end(), tok.group(0)))
+            continue
+        depth = 0
+        end = None
+        for i in range(start, len(text)):
+            c = text[i]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    end = i
+                    break
+        if end is None:
+            spans.append((m.start(), len(text), None))
+        else:
+            spans.append((m.start(), end + 1, text[start + 1 : end]))
+    return spans
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (brace-matched), or of ``\\boxed X``.
+
+    Returns None when there is no box or the last one is not closed (truncated text).
+    """
+    spans = _box_spans(text)
+    if not spans:
+        return None
+    return spans[-1][2]
+
+
+# Text allowed between two boxes that list parts of one answer: "\boxed{1}, \boxed{2}",
+# "$\boxed{6}$ and $\boxed{8}$", "\boxed{(2,2)} \quad \text{and} \quad \boxed{(6,2)}".
+_BOX_JOINER_RE = re.compile(
+    r"^(?:\s|[,;$]|\\[()\[\]]|\\[,;: !]|\\q?quad|\\text\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*$"
+)
+
+
+def boxed_answer(text: str) -> str | None:
+    """The last box, joined with the boxes right before it when only list separators lie between.
+
+    Returns None when there is no box or the last box is unclosed.
+    """
+    spans = _box_spans(text)
+    if not spans or spans[-1][2] is None:
+        return None
+    parts = [spans[-1][2]]
+    for prev, nxt in zip(reversed(spans[:-1]), reversed(spans[1:]), strict=False):
+        # prev[1] > nxt[0]: nxt is nested inside prev (\boxed{\boxed{2}}); the inner one is the answer.
+        if prev[2] is None or prev[1] > nxt[0] or not _BOX_JOINER_RE.match(text[prev[1] : nxt[0]]):
+            break
+        parts.append(prev[2])
+    parts.reverse()
+    # A repeated box ("\boxed{840} ... \boxed{840}") is one answer, not a list of two.
+    unique = list(dict.fromkeys(p.strip() for p in parts))
+    return ", ".join(unique)
+
+
+def has_open_box(text: str) -> bool:
+    """True when the text ends inside an unclosed ``\\boxed{`` (a truncated completion)."""
+    spans = _box_spans(text)
+    return bool(spans) and spans[-1][2] is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Math delimiters and anchors
+
+_MATH_SPAN_RE = re.compile(
+    r"\$\$(?P<dd>.+?)\$\$|(?<!\\)\$(?P<d>(?:\\\$|[^$])+?)(?<!\\)\$|\\\[(?P<br>.+?)\\\]|\\\((?P<pa>.+?)\\\)",
+    re.DOTALL,
+)
+
+
+def strip_math_delimiters(s: str) -> str:
+    """Remove one layer of ``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]`` around the whole string."""
+    s = s.strip()
+    for left, right in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")):
+        if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
+            inner = s[len(left) : len(s) - len(right)]
+            # "$1$ and $2$" is not one span: the inner part must not close and reopen math.
+            if left == "$" and "$" in inner.replace("\\$", ""):
+                continue
+            return inner.strip()
+    return s
+
+
+def _join_math_spans(text: str) -> str | None:
+    """``$1$ and $2$ and $3$`` / ``$21,16$ or $11$`` -> ``1, 2, 3`` / ``21,16, 11``; None if not that shape."""
+    spans = list(_MATH_SPAN_RE.finditer(text))
+    if len(spans) < 2 or text[: spans[0].start()].strip() or text[spans[-1].end() :].strip(" .\n"):
+        return None
+    for a, b in itertools.pairwise(spans):
+        if not _BOX_JOINER_RE.match(text[a.end() : b.start()]):
+            return None
+    return ", ".join(_span_content(m).strip() for m in spans)
+
+
+def _span_content(m: re.Match[str]) -> str:
+    return next(g for g in m.groups() if g is not None)
+
+
+# "Final Answer: The final answer is $X$. I hope it is correct." (Minerva / lm-eval few-shot format).
+_MINERVA_RE = re.compile(
+    r"final answer is\s*:?\s*(?P<ans>.+?)\s*\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL
+)
+# Looser variants: "Final Answer: The final answer is 7.78." / "Final Answer: The volume ... is 120."
+_FINAL_ANSWER_RE = re.compile(
+    r"final answer(?:\s*:\s*|\s+)(?:[^\n]{0,100}?\s)?is\s*:?\s*(?P<ans>[^\n]+)", re.IGNORECASE
+)
+_FINAL_ANSWER_COLON_RE = re.compile(r"final answer\s*:\s*(?P<ans>[^\n]+)", re.IGNORECASE)
+# "The answer is X", "answer: X", "Answer \[ 9 \]".
+_ANSWER_RE = re.compile(r"\banswer\b(?:\s+is\b)?\s*:?\s*", re.IGNORECASE)
+# Model chat-template debris after the answer ("<|im_start|>user", "</s>").
+_SPECIAL_TOKEN_RE = re.compile(r"<\|[^|>]*\|>.*|</?s>", re.DOTALL)
+
+
+def _clean_tail(ans: str) -> str:
+    """The answer part of ``is <ans>``: a leading math span, or the text up to the sentence end."""
+    ans = ans.strip()
+    m = _MATH_SPAN_RE.match(ans)
+    if m:
+        # A math span followed by a percent word keeps the word ("$28$ percent").
+        rest = ans[m.end() :]
+        pct = re.match(r"\s*(\\?%|percent(?:age)?\b|pct\b)", rest, re.IGNORECASE)
+        return _span_content(m).strip() + ("\\%" if pct else "")
+    # Up to the end of the sentence: ". " or a newline (a decimal point is not a sentence end).
+    ans = re.split(r"\.(?:\s|$)|\n", ans, maxsplit=1)[0]
+    return ans.strip().rstrip(".").strip()
+
+
+def _anchor_answer(text: str) -> str | None:
+    """Answer after the last Minerva / 'final answer' / 'answer is' anchor, or None."""
+    hits = [m for m in _MINERVA_RE.finditer(text)]
+    if hits:
+        return _clean_tail(hits[-1].group("ans"))
+    for rx in (_FINAL_ANSWER_RE, _FINAL_ANSWER_COLON_RE):
+        hits = list(rx.finditer(text))
+        if hits:
+            ans = _clean_tail(hits[-1].group("ans"))
+            if ans:
+                return ans
+    hits = list(_ANSWER_RE.finditer(text))
+    for m in reversed(hits):
+        tail = text[m.end() :]
+        # "Answer $ 9 $" / "answer is \( x \)": a math span within a few words of the anchor.
+        span = _MATH_SPAN_RE.search(tail[:200])
+        if span and len(re.findall(r"[A-Za-z]{2,}", tail[: span.start()])) <= 6:
+            return _span_content(span).strip()
+        ans = _clean_tail(tail)
+        if ans and len(ans) <= 80:
+            return ans
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Numbers
+
+# One number as written in prose: "-1,234.5", "$18.00", ".5", "1 000" is NOT taken (too ambiguous in
+# running text). Thousands groups must be exactly three digits.
+_NUMBER_RE = re.compile(
+    r"(?<![\w.])(?P<sign>[-−])?\s?(?:\\?\$|[€£¥₹])?\s?"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?![\d,]*\.\d)"
+)
+
+
+def canonical_number(token: str) -> str:
+    """'1,200' -> '1200', '18.00' -> '18', '-.5' -> '-0.5', '007' -> '7' (token from _NUMBER_RE)."""
+    neg = token.startswith(("-", "−"))
+    num = token.lstrip("-−").replace(",", "")
+    if "." in num:
+        num = num.rstrip("0").rstrip(".")
+    num = num.lstrip("0") or "0"
+    if num.startswith("."):
+        num = "0" + num
+    return ("-" if neg and num != "0" else "") + num
+
+
+def last_number(text: str) -> str | None:
+    """The last number in the text, canonicalised; None when there is none."""
+    matches = list(_NUMBER_RE.finditer(text))
+    if not matches:
+        return None
+    m = matches[-1]
+    return canonical_number((m.group("sign") or "") + m.group("num"))
+
+
+def first_number(text: str) -> str | None:
+    m = _NUMBER_RE.search(text)
+    if not m:
+        return None
+    return canonical_number((m.group("sign") or "") + m.group("num"))
+
+
+_HASHES_RE = re.compile(r"####\s*(?P<ans>[^\n]*)")
+_THE_ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?\s*(?P<ans>[^\n]*)", re.IGNORECASE)
+
+
+def extract_numeric(text: str) -> str | None:
+    """GSM8K / arith answer: canonical number string or None."""
+    hits = list(_HASHES_RE.finditer(text))
+    if hits:
+        n = first_number(hits[-1].group("ans"))
+        if n is not None:
+            return n
+    hits = list(_THE_ANSWER_IS_RE.finditer(text))
+    if hits:
+        n = first_number(hits[-1].group("ans")[:200])
+        if n is not None:
+            return n
+    box = boxed_answer(text)
+    if box is not None:
+        n = first_number(box)
+        if n is not None:
+            return n
+    if has_open_box(text):
+        return None
+    ans = _anchor_answer(text)
+    if ans is not None:
+        n = first_number(ans)
+        if n is not None:
+            return n
+    return last_number(text)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Math
+
+
+_LATEX_CMD_RE = re.compile(r"\\[A-Za-z]+")
+_PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\b")
+
+
+def _is_bare_answer(text: str) -> bool:
+    """A short answer (``x^2+2x+1``, ``odd $n$``, ``28 percent``) rather than a sentence of prose."""
+    if "\n" in text.strip() or len(text) > 200:
+        return False
+    outside = _MATH_SPAN_RE.sub(" ", text)
+    outside = re.sub(r"\\(?:text|textbf|mathrm|mbox|textnormal|mathbf|operatorname)\s*\{[^{}]*\}", " ", outside)
+    outside = _LATEX_CMD_RE.sub(" ", outside)
+    return len(_PROSE_WORD_RE.findall(outside)) <= 2
+
+
+def extract_math(text: str) -> str | None:
+    """MATH answer (LaTeX string) or None."""
+    text = _SPECIAL_TOKEN_RE.sub("", text)
+    box = boxed_answer(text)
+    if box is not None:
+        return box.strip() or None
+    if has_open_box(text):
+        return None
+    stripped = text.strip()
+    if not stripped:
+        return None
+    ans = _anchor_answer(stripped)
+    if ans:
+        return strip_math_delimiters(ans) or None
+    if _is_bare_answer(stripped):
+        joined = _join_math_spans(stripped)
+        if joined is not None:
+            return joined
+        bare = strip_math_delimiters(stripped.rstrip(".").strip())
+        # "odd $n$" / "$28$ percent": drop the inner delimiters too.
+        return re.sub(r"(?<!\\)\$", " ", bare).strip() or None
+    spans = list(_MATH_SPAN_RE.finditer(stripped))
+    if spans:
+        return _span_content(spans[-1]).strip() or None
+    return last_number(stripped)

