@@ -41,7 +41,7 @@ _PERCENT_TAIL_RE = re.compile(
     re.IGNORECASE,
 )
 _CHOICE_RE = re.compile(
-    r"^\(?\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*\(?\s*([A-Ea-e])\s*\)?\s*\}|([A-E]))\s*\)?$"
+    r"^\(?\s*(?:\\(?:text|textbf|mathrm|mathbf|mathcal)\s*\{\s*\(?\s*([A-Za-z])\s*\)?\s*\}|([A-E]))\s*\)?$"
 )
 _WORD_RE = re.compile(r"^(?:\\(?:text|textbf|mathrm|mathbf|mathcal|textit|mbox)\s*\{\s*([A-Za-z]{2,})\s*\}|([A-Za-z]{2,}))$")
 _FUNCTION_WORDS = frozenset({"pi", "sin", "cos", "tan", "log", "ln", "exp", "sqrt", "infty", "inf"})
@@ -51,7 +51,9 @@ def prepare(answer: str) -> tuple[str, bool]:
     """Clean-up before parsing: (LaTeX string, whether it carried a percent sign)."""
     s = strip_math_delimiters(answer.strip())
     s = clean_separators(s).replace("−", "-").replace("**", "^")
+    s = _python_sqrt(s)
     s = re.sub(r"^\s*[A-Za-z]\s*\\in\s*", "", s)  # "x \in [a, b]" is the set [a, b]
+    s = re.sub(r"^\s*[A-Za-z]\s*\\approx\s*", "", s)  # "x \approx 11" states the value 11
     s = re.sub(r"\s*\\approx\s*[-+]?[\d.]+\s*$", "", s)  # "\frac{\sqrt3}{3} \approx 0.577"
     s = re.sub(r"(?<!\\)\\\s*$", "", s).strip()  # "185\"
     s = s.replace("°", "^\\circ")
@@ -70,6 +72,24 @@ def prepare(answer: str) -> tuple[str, bool]:
         if word.lower() not in _FUNCTION_WORDS:
             return f"\\text{{{word.lower()}}}", percent
     return s, percent
+
+
+def _python_sqrt(s: str) -> str:
+    """``sqrt(3)`` (Python style) -> ``\\sqrt{3}``; Math-Verify mangles it after a space."""
+    out, i = [], 0
+    for m in re.finditer(r"(?<![\\A-Za-z])sqrt\s*\(", s):
+        if m.start() < i:
+            continue
+        depth, j = 0, m.end() - 1
+        for j in range(m.end() - 1, len(s)):
+            depth += {"(": 1, ")": -1}.get(s[j], 0)
+            if depth == 0:
+                break
+        if depth != 0:
+            return s
+        out.append(s[i : m.start()] + "\\sqrt{" + _python_sqrt(s[m.end() : j]) + "}")
+        i = j + 1
+    return "".join(out) + s[i:]
 
 
 @lru_cache(maxsize=4096)
@@ -117,6 +137,9 @@ def math_equal(pred: str, gold: str) -> bool:
         return False
     if p == g:
         return True
+    # Math-Verify drops primes ("E'" parses as E): a prime on one side only is a different answer.
+    if p.count("'") != g.count("'"):
+        return False
     gold_parsed, pred_parsed = _parse(g), _parse(p)
     if _verify(gold_parsed, pred_parsed):
         return True

@@ -142,11 +142,10 @@ def _span_content(m: re.Match[str]) -> str:
 _MINERVA_RE = re.compile(
     r"final answer is\s*:?\s*(?P<ans>.+?)\s*\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL
 )
-# Looser variants: "Final Answer: The final answer is 7.78." / "Final Answer: The volume ... is 120."
+# Looser variant: "Final Answer: The volume of $ABCDEFGH$ is 120." / "Final Answer: ... 3 hours ago."
 _FINAL_ANSWER_RE = re.compile(
-    r"final answer(?:\s*:\s*|\s+)(?:[^\n]{0,100}?\s)?is\s*:?\s*(?P<ans>[^\n]+)", re.IGNORECASE
+    r"final answer\s*:\s*(?P<ans>.+?)\s*(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE
 )
-_FINAL_ANSWER_COLON_RE = re.compile(r"final answer\s*:\s*(?P<ans>[^\n]+)", re.IGNORECASE)
 # "The answer is X", "answer: X", "Answer \[ 9 \]".
 _ANSWER_RE = re.compile(r"\banswer\b(?:\s+is\b)?\s*:?\s*", re.IGNORECASE)
 # Model chat-template debris after the answer ("<|im_start|>user", "</s>").
@@ -167,17 +166,31 @@ def _clean_tail(ans: str) -> str:
     return ans.strip().rstrip(".").strip()
 
 
+def _final_answer_sentence(sentence: str) -> str | None:
+    """The answer inside a free-form 'Final Answer: ...' sentence."""
+    sentence = sentence.strip()
+    m = list(re.finditer(r"\bis\b\s*:?\s*", _MATH_SPAN_RE.sub(lambda x: "#" * len(x.group(0)), sentence)))
+    if m:
+        return _clean_tail(sentence[m[-1].end() :]) or None
+    sentence = sentence.rstrip(".").strip()
+    if _is_bare_answer(sentence):
+        return sentence
+    spans = list(_MATH_SPAN_RE.finditer(sentence))
+    if spans:
+        return _span_content(spans[-1]).strip()
+    return last_number(sentence)
+
+
 def _anchor_answer(text: str) -> str | None:
-    """Answer after the last Minerva / 'final answer' / 'answer is' anchor, or None."""
-    hits = [m for m in _MINERVA_RE.finditer(text)]
+    """Answer after the last Minerva / 'Final Answer:' / 'answer is' anchor, or None."""
+    hits = list(_MINERVA_RE.finditer(text))
     if hits:
         return _clean_tail(hits[-1].group("ans"))
-    for rx in (_FINAL_ANSWER_RE, _FINAL_ANSWER_COLON_RE):
-        hits = list(rx.finditer(text))
-        if hits:
-            ans = _clean_tail(hits[-1].group("ans"))
-            if ans:
-                return ans
+    hits = list(_FINAL_ANSWER_RE.finditer(text))
+    if hits:
+        ans = _final_answer_sentence(hits[-1].group("ans"))
+        if ans:
+            return ans
     hits = list(_ANSWER_RE.finditer(text))
     for m in reversed(hits):
         tail = text[m.end() :]
@@ -279,6 +292,29 @@ def _is_bare_answer(text: str) -> bool:
     return len(_PROSE_WORD_RE.findall(outside)) <= 2
 
 
+_PERCENT_WORD_RE = re.compile(r"^\s*(?:\\?%|percent(?:age)?|pct)\s*\.?\s*$", re.IGNORECASE)
+
+
+def _bare_answer(text: str) -> str | None:
+    """A bare answer, with math delimiters removed: ``$28$ percent`` -> ``28\\%``,
+    ``$1$ and $2$`` -> ``1, 2``, ``Special matrix: $M$`` -> ``M``."""
+    text = text.rstrip(".").strip()
+    spans = list(_MATH_SPAN_RE.finditer(text))
+    if not spans:
+        return text or None
+    joined = _join_math_spans(text)
+    if joined is not None:
+        return joined
+    if len(spans) == 1 and not text[: spans[0].start()].strip():
+        tail = text[spans[0].end() :]
+        if not tail.strip():
+            return _span_content(spans[0]).strip() or None
+        if _PERCENT_WORD_RE.match(tail):
+            return _span_content(spans[0]).strip() + "\\%"
+    # Words around the math ("Special matrix: $M$", "odd $n$"): the last span is the answer.
+    return _span_content(spans[-1]).strip() or None
+
+
 def extract_math(text: str) -> str | None:
     """MATH answer (LaTeX string) or None."""
     text = _SPECIAL_TOKEN_RE.sub("", text)
@@ -294,12 +330,7 @@ def extract_math(text: str) -> str | None:
     if ans:
         return strip_math_delimiters(ans) or None
     if _is_bare_answer(stripped):
-        joined = _join_math_spans(stripped)
-        if joined is not None:
-            return joined
-        bare = strip_math_delimiters(stripped.rstrip(".").strip())
-        # "odd $n$" / "$28$ percent": drop the inner delimiters too.
-        return re.sub(r"(?<!\\)\$", " ", bare).strip() or None
+        return _bare_answer(stripped)
     spans = list(_MATH_SPAN_RE.finditer(stripped))
     if spans:
         return _span_content(spans[-1]).strip() or None

@@ -178,13 +178,13 @@ def grade_completions(
 def grade_inprocess(completion: str, gold: str, answer_format: str) -> Grade:
     """One pair in this process, without a pool or time limit: the single-process baseline used by
     the benchmark. Do not use it on untrusted input (sympy can run forever)."""
-    from compute_optimal.grading.equivalence import math_equal
-
     extracted = extract_answer(completion, answer_format)
     if extracted is None:
         return Grade(None, False, "no_answer")
     gold_ans = gold_answer(gold, answer_format)
     verdict = _fast(extracted, gold_ans)
     if verdict is None:
+        from compute_optimal.grading.equivalence import math_equal  # imports sympy: only when needed
+
         verdict = math_equal(extracted, gold_ans)
     return Grade(extracted, verdict, "ok")

@@ -20,7 +20,9 @@ from compute_optimal.grading.extract import strip_math_delimiters
 
 def clean_separators(s: str) -> str:
     """Thousands separators written in LaTeX: ``12{,}000`` ``12,\\!000`` ``1\\,234`` -> ``12,000`` / ``1234``."""
-    s = s.replace("{,}", ",").replace("\\!", "")
+    s = s.replace("{,}", ",")
+    s = re.sub(r",\\!\s*(?=\d{3}(?!\d))", ",", s)  # "11,\! 111" is one number, "32, 349" is a list
+    s = s.replace("\\!", "")
     # A thin/medium space between digit groups is a thousands separator, never multiplication.
     return re.sub(r"(?<=\d)(?:\\[,;:]|\\ |~)(?=\d{3}(?!\d))", "", s)
 
@@ -35,7 +37,8 @@ _CURRENCY_RE = re.compile(r"^(?:\\\$|\$|€|£|¥|₹|\\(?:text|mbox)\{\s*\\?\$\
 # Words that are mathematics, not units: "2 pi", "3 i", "5 sqrt".
 _NOT_UNITS = frozenset({"pi", "i", "e", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "mod", "and", "or", "x"})
 _UNIT_TEXT_RE = re.compile(rf"\s*{_TEXT_CMD}\{{\s*(?P<w>[^{{}}]*)\}}(?:\s*\^\s*\{{?\d\}}?)?\s*$")
-_UNIT_WORDS_RE = re.compile(r"(?<=[\d\s}])\s*(?P<w>[A-Za-z][A-Za-z.]*(?:\s*[/ ]\s*[A-Za-z][A-Za-z.]*)*)\s*(?:\^\s*\{?\d\}?|[²³])?\s*$")
+# Unit words need a space after the number: "4k" or "3x" is algebra, "18 apples" is a unit.
+_UNIT_WORDS_RE = re.compile(r"(?<=[\d}])\s+(?P<w>[A-Za-z][A-Za-z.]*(?:\s*[/ ]\s*[A-Za-z][A-Za-z.]*)*)\s*(?:\^\s*\{?\d\}?|[²³])?\s*$")
 
 
 def strip_units(s: str) -> str:
@@ -79,7 +82,7 @@ _FRAC_RE = re.compile(
 )
 _SLASH_RE = re.compile(r"^(?P<a>[-+]?\d+)\s*/\s*(?P<b>[-+]?\d+)$")
 # "x = 5", "k=1", "x_1 = 3" and the mirror "5 = x": a single variable assigned a number.
-_ASSIGN_LEFT_RE = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*(?=[^=]+$)")
+_ASSIGN_LEFT_RE = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*(?:=|\\approx)\s*(?=[^=]+$)")
 _ASSIGN_RIGHT_RE = re.compile(r"(?<=[^=])\s*=\s*[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?$")
 
 

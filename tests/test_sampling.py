@@ -1,0 +1,328 @@
+"""The sampling stage on real (tiny, random-weight) models: tables, ledger, resume, multiruns, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compute_optimal import models, runs
+from compute_optimal.budget import Budget
+from compute_optimal.data import Problem
+from compute_optimal.engines import build_engine
+from compute_optimal.sampling import plan_sampling, problem_seed, run_sampling
+
+TINY = {
+    "name": "tiny_random",
+    "source": "random",
+    "tokenizer_from": "smollm2_135m",
+    "init_seed": 0,
+    "arch": {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+    },
+    "params": 3.3e6,
+    "params_total": 3312704,
+}
+PROBLEMS = [
+    Problem(
+        f"p{i}",
+        f"Ann has {i} apples. She finds 2 more. How many apples does she have?",
+        str(i + 2),
+        f"{i} + 2 = {i + 2}. The answer is {i + 2}.",
+        level=1,
+    )
+    for i in range(5)
+]
+DATASET = {
+    "name": "toy",
+    "answer_format": "arith",
+    "split": "train",
+    "limit": None,
+    "prompt": {"template": "arith", "num_shots": 2},
+}
+
+
+def make_plan(run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_tokens: int = 12):
+    budget = Budget("low", "number", "tiny_random", samples, 3.3e6)
+    return plan_sampling(
+        run_dir=run_dir,
+        model=TINY,
+        budget=budget,
+        dataset=DATASET,
+        problems=PROBLEMS,
+        sampling={"temperature": 1.0, "max_new_tokens": max_new_tokens, "chunk_size": chunk_size},
+        seed=0,
+        engine_backend="hf",
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint() -> str:
+    return models.resolve_checkpoint(TINY)
+
+
+def hf_engine(checkpoint: str):
+    return lambda: build_engine(checkpoint, "hf")
+
+
+def test_table_and_summary(tmp_path: Path, tiny_checkpoint: str) -> None:
+    plan = make_plan(tmp_path / "run")
+    summary = run_sampling(plan, hf_engine(tiny_checkpoint), progress=False)
+    frame = pd.read_parquet(summary["samples_path"])
+    assert list(frame.columns[:2]) == ["problem_id", "sample_index"]
+    assert len(frame) == 5 * 3 and frame.groupby("problem_id").size().eq(3).all()
+    assert sorted(frame["sample_index"].unique()) == [0, 1, 2]
+    # Ledger: measured FLOPs are 2·P·(tokens really generated); tokens are counted per sample.
+    assert summary["generated_tokens"] == frame["generated_tokens"].sum()
+    assert 0 < frame["generated_tokens"].max() <= 12
+    assert summary["measured_flops"] == pytest.approx(2 * 3.3e6 * summary["generated_tokens"])
+    assert summary["planned_flops"] == pytest.approx(2 * 3.3e6 * 3 * 5 * 256)
+    assert summary["accuracy"] == pytest.approx(frame["correct"].mean())
+    assert summary["coverage"] == pytest.approx(frame.groupby("problem_id")["correct"].any().mean())
+    for key in (
+        "model",
+        "dataset",
+        "budget",
+        "params",
+        "samples_per_problem",
+        "num_problems",
+        "planned_flops",
+        "measured_flops",
+        "generated_tokens",
+        "accuracy",
+        "coverage",
+        "samples_path",
+    ):
+        assert key in summary
+    # The prompt-token count is the tokenizer's count of the rendered prompt.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert frame["prompt_tokens"].iloc[0] == len(tok(plan.template.render(PROBLEMS[0].question)).input_ids)
+    assert runs.is_finished(plan.run_dir)
+    assert json.loads((plan.run_dir / "summary.json").read_text()) == summary
+
+
+def test_finished_run_is_skipped(tmp_path: Path, tiny_checkpoint: str) -> None:
+    plan = make_plan(tmp_path / "run", chunk_size=5)
+    first = run_sampling(plan, hf_engine(tiny_checkpoint), progress=False)
+
+    def no_engine():
+        raise AssertionError("a finished run must not start an engine")
+
+    assert run_sampling(plan, no_engine, progress=False) == first
+
+
+def test_samples_do_not_depend_on_chunking(tmp_path: Path, tiny_checkpoint: str) -> None:
+    """Per-problem seeds: a resumed run (other chunk boundaries in time) reproduces the same samples."""
+    a = run_sampling(make_plan(tmp_path / "a", chunk_size=1), hf_engine(tiny_checkpoint), progress=False)
+    b = run_sampling(make_plan(tmp_path / "b", chunk_size=5), hf_engine(tiny_checkpoint), progress=False)
+    cols = ["problem_id", "sample_index", "completion", "generated_tokens"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(a["samples_path"])[cols], pd.read_parquet(b["samples_path"])[cols]
+    )
+    # ... and the n samples of one problem are not all the same.
+    frame = pd.read_parquet(a["samples_path"])
+    assert frame.groupby("problem_id")["completion"].nunique().max() > 1
+
+
+def test_problem_seed_is_stable_and_spread() -> None:
+    assert problem_seed(0, "p1") == problem_seed(0, "p1")
+    seeds = {problem_seed(0, f"p{i}") for i in range(1000)}
+    assert len(seeds) == 1000 and max(seeds) < 2**31
+    assert problem_seed(1, "p1") != problem_seed(0, "p1")
+
+
+def test_resume_after_a_crash_in_the_middle(tmp_path: Path, tiny_checkpoint: str) -> None:
+    """An engine that dies after two chunks: the relaunch redoes only the rest, every sample once."""
+    plan = make_plan(tmp_path / "run", chunk_size=1)
+    calls = []
+
+    class Dying:
+        def __init__(self):
+            self.inner = build_engine(tiny_checkpoint, "hf")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()
+
+        def generate(self, requests, settings):
+            if len(calls) == 2:
+                raise KeyboardInterrupt("killed")
+            calls.append(requests[0].prompt)
+            return self.inner.generate(requests, settings)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sampling(plan, Dying, progress=False)
+    assert not runs.is_finished(plan.run_dir)
+    assert len(list((plan.run_dir / "chunks").glob("chunk-*.parquet"))) == 2
+    # A leftover temporary file from a write that was cut short is never read.
+    (plan.run_dir / "chunks" / ".chunk-00002.parquet.x.tmp").write_bytes(b"garbage")
+    summary = run_sampling(plan, hf_engine(tiny_checkpoint), progress=False)
+    assert summary["new_samples"] == 3 * 3
+    reference = run_sampling(
+        make_plan(tmp_path / "ref", chunk_size=1), hf_engine(tiny_checkpoint), progress=False
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(summary["samples_path"]), pd.read_parquet(reference["samples_path"])
+    )
+
+
+def test_resuming_with_another_config_is_refused(tmp_path: Path, tiny_checkpoint: str) -> None:
+    run_dir = tmp_path / "run"
+    runs.claim_run_dir(run_dir, make_plan(run_dir).signature)
+    other = make_plan(run_dir, max_new_tokens=20)
+    with pytest.raises(runs.RunError, match=r"max_new_tokens: 12 -> 20"):
+        run_sampling(other, hf_engine(tiny_checkpoint), progress=False)
+
+
+# --- through the real entry point -------------------------------------------------------------
+
+
+def run_cli(repo_root: Path, outputs: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(outputs), "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, "run_sample.py", *args],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+TINY_ARGS = ("engine=hf", "dataset.limit=3", "sampling.max_new_tokens=6", "sampling.chunk_size=2")
+
+
+@pytest.mark.slow
+def test_multirun_compute_matched(repo_root: Path, tmp_path: Path) -> None:
+    """A real Hydra multirun: 2 models x 2 budgets; the cheaper model gets 2x the samples, equal FLOPs."""
+    run_cli(repo_root, tmp_path, "-m", "model=tiny_random,tiny_random_x2", "budget=low,high", *TINY_ARGS)
+    summaries = {
+        (s["model"], s["budget"]): s
+        for s in (json.loads(p.read_text()) for p in tmp_path.glob("sample/arith/*/*/seed0/summary.json"))
+    }
+    assert {k: s["samples_per_problem"] for k, s in summaries.items()} == {
+        ("tiny_random", "low"): 2,
+        ("tiny_random", "high"): 20,
+        ("tiny_random_x2", "low"): 1,
+        ("tiny_random_x2", "high"): 10,
+    }
+    for budget in ("low", "high"):
+        wc, se = summaries["tiny_random", budget], summaries["tiny_random_x2", budget]
+        assert wc["budget_flops_per_problem"] == se["budget_flops_per_problem"]
+        assert wc["planned_flops"] == pytest.approx(se["planned_flops"])
+        # Random weights rarely stop early, so the measured ledgers should agree too.
+        assert wc["measured_flops"] == pytest.approx(se["measured_flops"], rel=0.25)
+    # W&B offline runs were written, one per job.
+    assert len(list(tmp_path.glob("wandb/offline-run-*"))) == 4
+    # Launching the finished sweep again does no work.
+    before = {k: s["finished_at"] for k, s in summaries.items()}
+    proc = run_cli(
+        repo_root, tmp_path, "-m", "model=tiny_random,tiny_random_x2", "budget=low,high", *TINY_ARGS
+    )
+    assert "Loading weights" not in proc.stderr
+    after = {
+        (s["model"], s["budget"]): s["finished_at"]
+        for s in (json.loads(p.read_text()) for p in tmp_path.glob("sample/arith/*/*/seed0/summary.json"))
+    }
+    assert after == before
+
+
+@pytest.mark.slow
+def test_sigkill_and_relaunch(repo_root: Path, tmp_path: Path) -> None:
+    """SIGKILL the real process mid-run; the relaunch finishes with every sample exactly once."""
+    args = [
+        "model=tiny_random",
+        "engine=hf",
+        "dataset.limit=8",
+        "sampling.chunk_size=1",
+        "sampling.max_new_tokens=24",
+        "logger=none",
+    ]
+    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(tmp_path / "killed")}
+    proc = subprocess.Popen(
+        [sys.executable, "run_sample.py", *args],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    chunks = tmp_path / "killed/sample/arith/tiny_random/low-compute/seed0/chunks"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(chunks.glob("chunk-*.parquet"))) < 2:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(chunks.glob("chunk-*.parquet")))
+    assert 2 <= done_before < 8, "the kill should land mid-run"
+    assert not (chunks.parent / "summary.json").exists()
+    run_cli(repo_root, tmp_path / "killed", *args)
+    run_cli(repo_root, tmp_path / "clean", *args)
+    killed = pd.read_parquet(chunks.parent / "samples.parquet")
+    clean = pd.read_parquet(tmp_path / "clean/sample/arith/tiny_random/low-compute/seed0/samples.parquet")
+    assert not killed.duplicated(["problem_id", "sample_index"]).any()
+    pd.testing.assert_frame_equal(killed, clean)
+
+
+# --- bad input: a clear message, before any model is loaded, nothing written ------------------
+
+
+def assert_refused(proc: subprocess.CompletedProcess, outputs: Path, *needles: str) -> None:
+    assert proc.returncode != 0
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr[-2000:]
+    assert "Loading weights" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (outputs / "sample").exists(), "a refused run must not leave a run folder"
+
+
+def test_unknown_model_and_dataset(repo_root: Path, tmp_path: Path) -> None:
+    proc = run_cli(repo_root, tmp_path, "model=gpt5", check=False)
+    assert (
+        proc.returncode != 0 and "Could not find 'model/gpt5'" in proc.stderr and "gemma2_9b" in proc.stderr
+    )
+    proc = run_cli(repo_root, tmp_path, "dataset=aime", check=False)
+    assert proc.returncode != 0 and "Could not find 'dataset/aime'" in proc.stderr
+
+
+def test_budget_below_one_sample(repo_root: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        repo_root,
+        tmp_path,
+        "model=gemma2_27b",
+        "model.reference.name=gemma2_9b",
+        "model.reference.params=9e9",
+        "budget=low",
+        check=False,
+    )
+    assert_refused(proc, tmp_path, "error:", "buys 0.333 samples of gemma2_27b")
+    assert proc.returncode == 2
+
+
+def test_malformed_dataset_row(repo_root: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"question": "1+1?", "answer": "2\\n#### 2"}\n{"question": "2+2?", "answer": "no marker"}\n'
+    )
+    proc = run_cli(repo_root, tmp_path, "dataset=gsm8k", f"dataset.loader.files.train={bad}", check=False)
+    assert_refused(proc, tmp_path, "error:", "bad.jsonl", "line 2")
+    assert proc.returncode == 2
