@@ -101,7 +101,7 @@ def main() -> None:
     engine = build_engine(
         checkpoint,
         args.engine,
-        vllm_cpu={"enforce_eager": True, "kv_cache_memory_bytes": 2 << 30},
+        vllm_cpu={"enforce_eager": True, "kv_cache_memory_bytes": 2 << 30, "enable_chunked_prefill": False},
         hf={"dtype": "float32"},
     )
     with engine, tempfile.TemporaryDirectory() as tmp:

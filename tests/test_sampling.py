@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from compute_optimal import models, runs
 from compute_optimal.budget import Budget
@@ -19,24 +20,10 @@ from compute_optimal.data import Problem
 from compute_optimal.engines import build_engine
 from compute_optimal.sampling import plan_sampling, problem_seed, run_sampling
 
-TINY = {
-    "name": "tiny_random",
-    "source": "random",
-    "tokenizer_from": "smollm2_135m",
-    "init_seed": 0,
-    "arch": {
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 2048,
-        "tie_word_embeddings": True,
-    },
-    "params": 3.3e6,
-    "params_total": 3312704,
-}
+# The tiny random-weight model of conf/model/tiny_random.yaml (built once, cached).
+TINY = OmegaConf.to_container(
+    OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/model/tiny_random.yaml")
+)
 PROBLEMS = [
     Problem(
         f"p{i}",
@@ -57,7 +44,7 @@ DATASET = {
 
 
 def make_plan(run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_tokens: int = 12):
-    budget = Budget("low", "number", "tiny_random", samples, 3.3e6)
+    budget = Budget("low", "number", "tiny_random", samples, 6.6e6)
     return plan_sampling(
         run_dir=run_dir,
         model=TINY,
@@ -89,8 +76,8 @@ def test_table_and_summary(tmp_path: Path, tiny_checkpoint: str) -> None:
     # Ledger: measured FLOPs are 2·P·(tokens really generated); tokens are counted per sample.
     assert summary["generated_tokens"] == frame["generated_tokens"].sum()
     assert 0 < frame["generated_tokens"].max() <= 12
-    assert summary["measured_flops"] == pytest.approx(2 * 3.3e6 * summary["generated_tokens"])
-    assert summary["planned_flops"] == pytest.approx(2 * 3.3e6 * 3 * 5 * 256)
+    assert summary["measured_flops"] == pytest.approx(2 * 6.6e6 * summary["generated_tokens"])
+    assert summary["planned_flops"] == pytest.approx(2 * 6.6e6 * 3 * 5 * 256)
     assert summary["accuracy"] == pytest.approx(frame["correct"].mean())
     assert summary["coverage"] == pytest.approx(frame.groupby("problem_id")["correct"].any().mean())
     for key in (

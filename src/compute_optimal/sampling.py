@@ -184,10 +184,12 @@ def run_sampling(
     started = time.time()
     new_tokens = new_samples = 0
     engine_seconds = 0.0
+    engine_name = None
     if todo:
         from tqdm.auto import tqdm
 
         with make_engine() as engine:
+            engine_name = engine.name
             generation_started = time.time()  # rates exclude model conversion and engine start-up
             bar = tqdm(
                 total=total,
@@ -260,6 +262,7 @@ def run_sampling(
         wall_time_s=round(wall, 3),
         engine_time_s=round(engine_seconds, 3),
         new_samples=new_samples,
+        engine=engine_name,
         samples_per_s=round(new_samples / engine_seconds, 3) if engine_seconds else None,
         tokens_per_s=round(new_tokens / engine_seconds, 3) if engine_seconds else None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from .base import Completion, Engine, Generation, Request, SamplingSettings
 
@@ -33,6 +34,7 @@ class VLLMEngine(Engine):
         gpu_memory_utilization: float = 0.9,
         kv_cache_memory_bytes: int | None = None,
         seed: int = 0,
+        **llm_kwargs: Any,
     ) -> None:
         from vllm import LLM
 
@@ -44,6 +46,7 @@ class VLLMEngine(Engine):
             enable_prefix_caching=enable_prefix_caching,
             enforce_eager=enforce_eager,
             seed=seed,
+            **llm_kwargs,  # any other vllm.LLM argument, e.g. engine.vllm.max_num_seqs=256
         )
         if kv_cache_memory_bytes:
             kwargs["kv_cache_memory_bytes"] = int(
@@ -51,6 +54,9 @@ class VLLMEngine(Engine):
             )  # CPU: there is no "GPU memory" share
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        import torch
+
+        self.name = "vllm" if torch.cuda.is_available() else "vllm_cpu"
         log.info("starting vLLM on %s", checkpoint)
         self._llm = LLM(**kwargs)
 

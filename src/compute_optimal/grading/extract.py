@@ -35,9 +35,11 @@ def _box_spans(text: str) -> list[tuple[int, int, str | None]]:
             continue
         if text[start] != "{":
             # "\boxed 2": the argument is the next token up to whitespace or "$".
+            # Sentence punctuation after it ("\boxed 2.") is not part of the answer.
             tok = re.match(r"[^\s$]+", text[start:])
-            if tok:
-                spans.append((m.start(), start + tok.end(), tok.group(0)))
+            arg = tok.group(0).rstrip(".,;:") if tok else ""
+            if arg:
+                spans.append((m.start(), start + tok.end(), arg))
             continue
         depth = 0
         end = None
@@ -148,8 +150,26 @@ _FINAL_ANSWER_RE = re.compile(
 )
 # "The answer is X", "answer: X", "Answer \[ 9 \]".
 _ANSWER_RE = re.compile(r"\banswer\b(?:\s+is\b)?\s*:?\s*", re.IGNORECASE)
-# Model chat-template debris after the answer ("<|im_start|>user", "</s>").
-_SPECIAL_TOKEN_RE = re.compile(r"<\|[^|>]*\|>.*|</?s>", re.DOTALL)
+# What a model writes after its answer and is not part of it: chat-template tokens
+# ("<|im_start|>user", "</s>") and a few-shot continuation ("\n\nQuestion: ..." with its own answer).
+_CONTINUATION_RE = re.compile(r"<\|[^|>]*\|>.*|</s>.*|<s>|\n\s*(?:Question|Problem|Q)\s*:.*", re.DOTALL)
+
+# Without an explicit answer marker, only a short text (a bare answer, one sentence) or a final line
+# that is nothing but the answer is read for its last number: in a long text that stops without
+# one, the last number is an intermediate result of an unfinished (truncated) solution.
+FALLBACK_MAX_CHARS = 300
+
+
+def _cut_continuation(text: str) -> str:
+    m = _CONTINUATION_RE.search(text)
+    if m and text[: m.start()].strip():
+        return text[: m.start()]
+    return text
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return re.sub(r"^\W*\**|\**\W*$", "", lines[-1]) if lines else ""
 
 
 def _clean_tail(ans: str) -> str:
@@ -249,6 +269,7 @@ _THE_ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?\s*(?P<ans>[^\n]*)", re.IGNOREC
 
 def extract_numeric(text: str) -> str | None:
     """GSM8K / arith answer: canonical number string or None."""
+    text = _cut_continuation(text)
     hits = list(_HASHES_RE.finditer(text))
     if hits:
         n = first_number(hits[-1].group("ans"))
@@ -271,7 +292,10 @@ def extract_numeric(text: str) -> str | None:
         n = first_number(ans)
         if n is not None:
             return n
-    return last_number(text)
+    last = _last_line(text)
+    if _NUMBER_RE.fullmatch(last.lstrip("$")) or len(text.strip()) <= FALLBACK_MAX_CHARS:
+        return last_number(last if _NUMBER_RE.fullmatch(last.lstrip("$")) else text)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,7 +311,9 @@ def _is_bare_answer(text: str) -> bool:
     if "\n" in text.strip() or len(text) > 200:
         return False
     outside = _MATH_SPAN_RE.sub(" ", text)
-    outside = re.sub(r"\\(?:text|textbf|mathrm|mbox|textnormal|mathbf|operatorname)\s*\{[^{}]*\}", " ", outside)
+    outside = re.sub(
+        r"\\(?:text|textbf|mathrm|mbox|textnormal|mathbf|operatorname)\s*\{[^{}]*\}", " ", outside
+    )
     outside = _LATEX_CMD_RE.sub(" ", outside)
     return len(_PROSE_WORD_RE.findall(outside)) <= 2
 
@@ -317,7 +343,7 @@ def _bare_answer(text: str) -> str | None:
 
 def extract_math(text: str) -> str | None:
     """MATH answer (LaTeX string) or None."""
-    text = _SPECIAL_TOKEN_RE.sub("", text)
+    text = _cut_continuation(text)
     box = boxed_answer(text)
     if box is not None:
         return box.strip() or None
@@ -331,6 +357,10 @@ def extract_math(text: str) -> str | None:
         return strip_math_delimiters(ans) or None
     if _is_bare_answer(stripped):
         return _bare_answer(stripped)
+    if len(stripped) > FALLBACK_MAX_CHARS:
+        # A long text without a box or an answer marker: only a final line that is a bare answer.
+        last = _last_line(stripped)
+        return _bare_answer(last) if last and len(last) <= 60 and _is_bare_answer(last) else None
     spans = list(_MATH_SPAN_RE.finditer(stripped))
     if spans:
         return _span_content(spans[-1]).strip() or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +34,9 @@ class Grade:
 def _check_format(answer_format: str) -> str:
     fmt = answer_format.lower().strip() if isinstance(answer_format, str) else answer_format
     if fmt not in ANSWER_FORMATS:
-        raise GradingError(f"unknown answer_format {answer_format!r}; expected one of {sorted(ANSWER_FORMATS)}")
+        raise GradingError(
+            f"unknown answer_format {answer_format!r}; expected one of {sorted(ANSWER_FORMATS)}"
+        )
     return fmt
 
 
@@ -72,6 +75,20 @@ def gold_answer(gold: str, answer_format: str) -> str:
     return extract_math(gold) or strip_math_delimiters(gold)
 
 
+# Math-Verify verdicts already computed in this process: grading the same (answer, gold) again
+# (re-evaluation, other samples of the same problem) costs nothing. Timeouts are not cached.
+_VERDICTS: OrderedDict[tuple[str, str], bool] = OrderedDict()
+_VERDICTS_MAX = 200_000
+# answers_equal's "+1 s" allowance: room for starting the pool on the first call and killing a worker.
+_CALL_SLACK_S = 0.8
+
+
+def _remember(key: tuple[str, str], correct: bool) -> None:
+    _VERDICTS[key] = correct
+    if len(_VERDICTS) > _VERDICTS_MAX:
+        _VERDICTS.popitem(last=False)
+
+
 def _fast(pred: str, gold: str) -> bool | None:
     try:
         return fast_verdict(pred, gold)
@@ -95,7 +112,13 @@ def answers_equal(pred: str | None, gold: str, answer_format: str, timeout_s: fl
     verdict = _fast(pred, gold_ans)
     if verdict is not None:
         return verdict
-    [(correct, _status)] = get_pool().run([(pred, gold_ans)], timeout_s, overall_deadline=start + timeout_s)
+    key = (pred, gold_ans)
+    if key in _VERDICTS:
+        return _VERDICTS[key]
+    deadline = start + timeout_s + _CALL_SLACK_S
+    [(correct, status)] = get_pool().run([key], timeout_s, overall_deadline=deadline)
+    if status == "ok":
+        _remember(key, correct)
     return correct
 
 
@@ -152,6 +175,8 @@ def grade_completions(
         if gold_ans is None:
             gold_ans = gold_cache[key] = gold_answer(str(gold), fmt)
         verdict = _fast(extracted, gold_ans)
+        if verdict is None:
+            verdict = _VERDICTS.get((extracted, gold_ans))
         if verdict is not None:
             grades[i] = Grade(extracted, verdict, "ok")
         else:

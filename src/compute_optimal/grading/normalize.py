@@ -35,10 +35,14 @@ _PERCENT_RE = re.compile(
 )
 _CURRENCY_RE = re.compile(r"^(?:\\\$|\$|€|£|¥|₹|\\(?:text|mbox)\{\s*\\?\$\s*\})\s*|\s*(?:\\\$|\$|€|£|¥|₹)$")
 # Words that are mathematics, not units: "2 pi", "3 i", "5 sqrt".
-_NOT_UNITS = frozenset({"pi", "i", "e", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "mod", "and", "or", "x"})
+_NOT_UNITS = frozenset(
+    {"pi", "i", "e", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "mod", "and", "or", "x"}
+)
 _UNIT_TEXT_RE = re.compile(rf"\s*{_TEXT_CMD}\{{\s*(?P<w>[^{{}}]*)\}}(?:\s*\^\s*\{{?\d\}}?)?\s*$")
 # Unit words need a space after the number: "4k" or "3x" is algebra, "18 apples" is a unit.
-_UNIT_WORDS_RE = re.compile(r"(?<=[\d}])\s+(?P<w>[A-Za-z][A-Za-z.]*(?:\s*[/ ]\s*[A-Za-z][A-Za-z.]*)*)\s*(?:\^\s*\{?\d\}?|[²³])?\s*$")
+_UNIT_WORDS_RE = re.compile(
+    r"(?<=[\d}])\s+(?P<w>[A-Za-z][A-Za-z.]*(?:\s*[/ ]\s*[A-Za-z][A-Za-z.]*)*)\s*(?:\^\s*\{?\d\}?|[²³])?\s*$"
+)
 
 
 def strip_units(s: str) -> str:

