@@ -10,7 +10,7 @@ setup:
 	bash scripts/setup.sh
 
 study: setup
-	$(PY) run_sample.py -m model=smollm2_135m,gemma3_270m budget=low,high $(STUDY_ARGS)
+	PYTHON=$(PY) bash sweeps/embedded_sampling.sh $(STUDY_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

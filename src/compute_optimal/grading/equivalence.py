@@ -65,6 +65,13 @@ def prepare(answer: str) -> tuple[str, bool]:
     if m and m.start() > 0:
         percent, s = True, s[: m.start()].rstrip()
     s = s.rstrip(".").strip()
+    # "0.56 = 56\%": a chain of numbers states one value; the last one carries the answer's form.
+    parts = re.split(r"(?<![<>!\\])=", s)
+    if len(parts) > 1 and not any(re.search(r"[A-Za-z]", part.replace("\\frac", "").replace("\\%", "")) for part in parts):
+        s = parts[-1].strip()
+        m = _PERCENT_TAIL_RE.search(s)
+        if m and m.start() > 0:
+            percent, s = True, s[: m.start()].rstrip()
     m = _CHOICE_RE.match(s)
     if m:
         return f"\\text{{{(m.group(1) or m.group(2)).upper()}}}", percent
@@ -111,16 +118,24 @@ def _constant(parsed: tuple) -> sympy.Expr | None:
 
 
 def _clearly_different(gold: tuple, pred: tuple) -> bool:
-    """Two constants whose numeric values differ by more than rounding: not equal, skip simplify."""
+    """Two constants whose values differ by more than 1e-5 relative: not equal.
+
+    Saves the ``simplify`` in ``verify`` and fixes Math-Verify's absolute ``chop``, which calls
+    ``1/2^{100}`` and ``1/2^{98}`` equal (both "round" to 0). Arbitrary-precision floats, so tiny and
+    huge values compare correctly.
+    """
     g, p = _constant(gold), _constant(pred)
     if g is None or p is None:
         return False
     try:
-        gv, pv = complex(g.evalf(30)), complex(p.evalf(30))
-    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        gv, pv = g.evalf(30), p.evalf(30)
+        scale = sympy.Max(abs(gv), abs(pv)).evalf(30)
+        if not scale.is_comparable or scale == 0:
+            return False
+        ratio = (abs(gv - pv) / scale).evalf(30)
+        return bool(ratio.is_comparable and ratio > sympy.Float("1e-5"))
+    except (TypeError, ValueError, OverflowError, ArithmeticError, AttributeError):
         return False
-    scale = max(abs(gv), abs(pv), 1.0)
-    return abs(gv - pv) > 1e-4 * scale
 
 
 def _verify(gold: tuple, pred: tuple) -> bool:

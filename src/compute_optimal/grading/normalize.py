@@ -199,12 +199,48 @@ def layout_key(s: str) -> str:
     return s.rstrip(".")
 
 
+# A numeral in another base: "1011_2", "204_{5}", "A3_{16}" (Math-Verify drops the subscript).
+_BASE_RE = re.compile(r"^(?P<sign>-)?(?P<digits>[0-9A-Za-z]*\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?)_\{?\s*(?P<base>\d+)\s*\}?$")
+_DIGITS_RE = re.compile(r"^-?[0-9A-Za-z]*\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?$")
+
+
+def _base_numeral(s: str) -> tuple[str, int | None] | None:
+    """("-1011", 2) for ``-1011_2``; (digits, None) for bare digits; None for anything else."""
+    s = strip_math_delimiters(s.strip()).rstrip(".").strip()
+    m = _BASE_RE.match(s)
+    if m:
+        base = int(m.group("base"))
+        digits = m.group("digits").upper()
+        if 2 <= base <= 36 and all(int(c, 36) < base for c in digits.replace(".", "")):
+            return (m.group("sign") or "") + digits.lstrip("0") or "0", base
+        return None
+    if _DIGITS_RE.match(s):
+        return s.upper().lstrip("0") or "0", None
+    return None
+
+
+def base_verdict(pred: str, gold: str) -> bool | None:
+    """Base-n numerals: same digits, and the same base where both state one (a missing subscript is
+    tolerated: ``1011`` answers ``1011_2``). None when neither side is a base-n numeral."""
+    if "_" not in pred and "_" not in gold:
+        return None
+    p, g = _base_numeral(pred), _base_numeral(gold)
+    if p is None or g is None or (p[1] is None and g[1] is None):
+        return None
+    if p[1] is not None and g[1] is not None and p[1] != g[1]:
+        return False
+    return p[0] == g[0]
+
+
 def fast_verdict(pred: str, gold: str) -> bool | None:
     """True/False when decidable without sympy, else None."""
     if not pred.strip():
         return False
     if layout_key(pred) == layout_key(gold):
         return True
+    verdict = base_verdict(pred, gold)
+    if verdict is not None:
+        return verdict
     g = parse_number(gold)
     if g is None:
         return None
