@@ -8,23 +8,34 @@ here reads Hydra's global state, so tests call these functions directly.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from . import models, runs
+from .analysis import AnalysisError
 from .budget import BudgetError
 from .data import DatasetError
 from .engines import build_engine
 from .models import ModelError
 from .prompts import PromptError
 from .sampling import plan_sampling, run_sampling
+from .training.regimes import RegimeError
 
 log = logging.getLogger(__name__)
 
 # Errors a user can cause with a config or an input file: reported as one line, no traceback.
-USER_ERRORS = (BudgetError, DatasetError, ModelError, PromptError, runs.RunError)
+USER_ERRORS = (
+    AnalysisError,
+    BudgetError,
+    DatasetError,
+    ModelError,
+    PromptError,
+    RegimeError,
+    runs.RunError,
+)
 
 
 def _plain(node: Any) -> Any:
@@ -105,3 +116,67 @@ def tracking_log(cfg: DictConfig, summary: dict[str, Any], plan: Any) -> str | N
     except Exception as exc:  # tracking must never lose a finished run
         log.warning("W&B logging failed (%s); the run's files are complete", exc)
         return None
+
+
+def load_model_config(conf_dir: str | Path, name: str | None) -> dict[str, Any]:
+    """A model config of ``conf/model/`` by name (the training student is named by the regime)."""
+    if not name:
+        raise ModelError(
+            "no model named here (null): set it on the command line, e.g. pair.distill_student=<model>"
+        )
+    path = Path(conf_dir) / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ModelError(f"unknown model {name!r} (no {path}); known: {known}")
+    node = OmegaConf.create({"model": OmegaConf.load(path)})  # model configs interpolate ${model.*}
+    return OmegaConf.to_container(node, resolve=True)["model"]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fine-tune the regime's student on the data source's finished sampling run; skip when finished."""
+    from .training.regimes import Regime, Sampler
+    from .training.stage import SUMMARY, plan_training, run_training
+
+    if (Path(cfg.run_dir) / SUMMARY).is_file():
+        log.info("%s is finished; skipping", cfg.run_dir)
+        return runs.read_json(Path(cfg.run_dir) / SUMMARY)
+    conf_dir = Path(cfg.paths.root) / "conf"
+    wc, se = load_model_config(conf_dir, cfg.pair.wc), load_model_config(conf_dir, cfg.pair.se)
+    student = load_model_config(conf_dir, cfg.regime.student)
+    regime = Regime(
+        str(cfg.regime.name),
+        Sampler(student["name"], float(student["params"])),
+        Sampler(wc["name"], float(wc["params"])),
+        Sampler(se["name"], float(se["params"])),
+    )
+    source = str(cfg.data.source)
+    sampler = regime.sampler_for(source)
+    budget = runs.budget_dir(str(cfg.budget.name), str(cfg.budget.mode))
+    seed = int(cfg.data.sampling_seed)
+    samples_dir = runs.sample_run_dir(cfg.paths.outputs, str(cfg.dataset.name), sampler.name, budget, seed)
+    command = (
+        f"python run_sample.py model={sampler.name} dataset={cfg.dataset.name} budget={cfg.budget.name}"
+        + (f" budget.mode={cfg.budget.mode}" if cfg.budget.mode != "compute" else "")
+        + (f" seed={seed}" if seed else "")
+    )
+    models.check_available(student)
+    plan = plan_training(
+        run_dir=cfg.run_dir,
+        regime=regime,
+        source=source,
+        student=student,
+        samples_dir=samples_dir,
+        sample_command=command,
+        dataset=_plain(cfg.dataset),
+        hparams=_plain(cfg.train),
+        trainer=_plain(cfg.trainer),
+        seed=int(cfg.seed),
+        logger=_plain(cfg.get("logger")),
+    )
+    problems = load_dataset_split(cfg.dataset, "train")
+    return run_training(
+        plan,
+        problems=problems,
+        resolve_checkpoint=models.resolve_checkpoint,
+        progress=bool(cfg.get("progress", True)),
+    )

@@ -92,3 +92,19 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def budget_dir(budget_name: str, budget_mode: str) -> str:
+    """The budget part of a run folder: ``low-compute``, ``high-number``..."""
+    return f"{budget_name}-{budget_mode}"
+
+
+def train_run_dir(
+    root: str | os.PathLike, dataset: str, regime: str, student: str, source: str, budget: str, seed: int
+) -> Path:
+    """``<root>/train/<dataset>/<regime>/<student>/<source>-<budget>/seed<seed>``."""
+    return Path(root) / "train" / dataset / regime / student / f"{source}-{budget}" / f"seed{seed}"
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
