@@ -141,6 +141,8 @@ def resolve_checkpoint(model_cfg: Mapping[str, Any]) -> str:
         return str(model_cfg["hf_id"])
     if source == "embedded":
         return str(convert_embedded(str(model_cfg["embedded"])))
+    if source == "local":  # a fine-tuned student: an exported Hugging Face checkpoint folder
+        return str(model_cfg["path"])
     if source == "random":
         return str(
             build_random(
@@ -190,6 +192,11 @@ def check_available(model_cfg: Mapping[str, Any]) -> None:
         check_available(
             {"source": "embedded", "name": model_cfg.get("name"), "embedded": model_cfg.get("tokenizer_from")}
         )
+    elif source == "local":
+        if not (Path(str(model_cfg.get("path"))) / "config.json").is_file():
+            raise ModelError(
+                f"model {model_cfg.get('name')!r}: no Hugging Face checkpoint at {model_cfg.get('path')}"
+            )
     elif source != "hub":
         raise ModelError(
             f"model {model_cfg.get('name')!r}: unknown source {source!r} (expected hub, embedded or random)"

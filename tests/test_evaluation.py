@@ -1,0 +1,120 @@
+"""Evaluation: accuracy metrics against hand-computed values, the stage on a real tiny model, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from compute_optimal import models, runs
+from compute_optimal.engines import build_engine
+from compute_optimal.evaluation import (
+    EvalTarget,
+    accuracy_metrics,
+    majority_answer,
+    plan_runs,
+    run_evaluation,
+    student_target,
+)
+
+from .test_sampling import DATASET, PROBLEMS, TINY
+
+
+def test_majority_vote_and_its_tie_rule() -> None:
+    assert majority_answer(["3", "5", "5"]) == "5"
+    assert majority_answer(["3", "5", "5", "3"]) == "3"  # tie: the answer seen first wins
+    assert majority_answer(["5", "3", "3", "5"]) == "5"
+    assert majority_answer([None, "", "7"]) == "7"  # no answer never votes
+    assert majority_answer([None, None]) is None
+
+
+def frame(rows: list[tuple[str, int, str | None, bool]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["problem_id", "sample_index", "extracted_answer", "correct"])
+
+
+def test_accuracy_metrics_by_hand() -> None:
+    greedy = frame([("p1", 0, "5", True), ("p2", 0, "9", False)])
+    sampled = frame(
+        [
+            ("p1", 0, "5", True),
+            ("p1", 1, "5", True),
+            ("p1", 2, "3", False),
+            ("p1", 3, None, False),
+            ("p2", 0, "3", False),
+            ("p2", 1, "2", True),
+            ("p2", 2, "2", True),
+            ("p2", 3, "3", False),
+        ]
+    )
+    m = accuracy_metrics(greedy, sampled, ks=(1, 2, 4))
+    assert m["pass@1_greedy"] == 0.5 and m["greedy_problems"] == 2
+    assert m["samples_per_problem"] == 4 and m["mean@4"] == 0.5
+    # pass@k with n=4, c=2 for both problems: 1 - C(2,k)/C(4,k)
+    assert m["pass@1"] == pytest.approx(0.5)
+    assert m["pass@2"] == pytest.approx(1 - 1 / 6)
+    assert m["pass@4"] == 1.0
+    # maj@1: p1 "5" right, p2 "3" wrong; maj@2: p2 ties 3 vs 2 -> "3" (first) wrong;
+    # maj@4: p1 "5" (2 votes) right, p2 ties 3 vs 2 -> "3" wrong.
+    assert (m["maj@1"], m["maj@2"], m["maj@4"]) == (0.5, 0.5, 0.5)
+
+
+def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
+    checkpoint = models.resolve_checkpoint(TINY)
+    target = EvalTarget("base", TINY["name"], TINY)
+    plans = plan_runs(
+        run_dir=tmp_path / "eval",
+        model=TINY,
+        dataset=DATASET,
+        problems=PROBLEMS[:3],
+        num_samples=3,
+        temperature=1.0,
+        max_new_tokens=8,
+        chunk_size=2,
+        seed=0,
+    )
+    started = []
+
+    def make_engine():
+        started.append(1)
+        return build_engine(checkpoint, "hf")
+
+    summary = run_evaluation(tmp_path / "eval", target, plans, make_engine, ks=(1, 2), progress=False)
+    assert len(started) == 1, "greedy and sampled runs share one engine"
+    greedy = pd.read_parquet(tmp_path / "eval/greedy/samples.parquet")
+    sampled = pd.read_parquet(tmp_path / "eval/sampled/samples.parquet")
+    assert len(greedy) == 3 and len(sampled) == 9
+    # The summary's metrics are those of the two tables the runs wrote.
+    for key, value in accuracy_metrics(greedy, sampled, (1, 2)).items():
+        assert summary[key] == value, key
+    assert summary["num_problems"] == 3 and summary["split"] == "test" and summary["kind"] == "base"
+    assert {"pass@1_greedy", "mean@3", "maj@1", "maj@2", "maj@3", "pass@1", "pass@2", "pass@3"} <= set(
+        summary
+    )
+    assert json.loads((tmp_path / "eval/eval_summary.json").read_text()) == summary
+    # Finished: no engine is started again.
+    assert run_evaluation(tmp_path / "eval", target, plans, make_engine, progress=False) == summary
+    assert len(started) == 1
+
+
+def test_student_checkpoint_errors(tmp_path: Path) -> None:
+    run = tmp_path / "train/arith/self_improvement/tiny_random/wc-high-compute/seed0"
+    with pytest.raises(runs.RunError, match="is missing"):
+        student_target(run, "arith")
+    run.mkdir(parents=True)
+    with pytest.raises(runs.RunError, match="unfinished"):
+        student_target(run, "arith")
+    runs.atomic_write_json(
+        run / "train_summary.json",
+        {
+            "dataset": "gsm8k",
+            "checkpoint": str(run / "checkpoint"),
+            "regime": "self_improvement",
+            "student": "tiny_random",
+        },
+    )
+    with pytest.raises(runs.RunError, match="trained on 'gsm8k', not on 'arith'"):
+        student_target(run, "arith")
+    with pytest.raises(runs.RunError, match="not a Hugging Face checkpoint"):
+        student_target(run, "gsm8k")
