@@ -18,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from compute_optimal.grading import grade_completions, last_boxed
-from compute_optimal.grading.grader import grade_inprocess
+from compute_optimal.grading import gold_answer, grade_completions, last_boxed
+from compute_optimal.grading.grader import _fast, grade_inprocess
 
 DATA = Path(os.environ.get("COMPUTE_OPTIMAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 _CALC_RE = re.compile(r"<<[^>]*>>")
 _LAST_NUM_RE = re.compile(r"\d+(?:\.\d+)?(?!.*\d)", re.DOTALL)
+_UNIT_RE = re.compile(r"\s*\\(?:text|mbox|textnormal|mathrm)\s*\{[^{}]*\}(?:\^\{?\d\}?)?\s*$")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -83,31 +84,36 @@ def math_cases(rng: random.Random) -> tuple[list[str], list[str], list[bool]]:
             if inner_start is None:
                 continue
             inner_end = inner_start + len(gold)
-            # The number before a trailing "\approx 0.67" (which graders ignore) is the answer.
-            m = _LAST_NUM_RE.search(gold.split("\\approx")[0])
-            if m:
-                new = gold[: m.start()] + _alter(m.group(0), rng) + gold[m.end() :]
-            else:
-                new = gold + "+1"
+            # Not a number in a unit ("cm}^2") or after "\approx 0.67": graders ignore those.
+            core = _UNIT_RE.sub("", gold.split("\\approx")[0])
+            m = _LAST_NUM_RE.search(core)
+            new = gold[: m.start()] + _alter(m.group(0), rng) + gold[m.end() :] if m else gold + "+1"
             comps.append(sol[:inner_start] + new + sol[inner_end:])
             golds.append(gold)
             expected.append(False)
     return comps, golds, expected
 
 
-def bench(name: str, comps: list[str], golds: list[str], expected: list[bool], fmt: str, workers: int | None) -> None:
+def bench(
+    name: str, comps: list[str], golds: list[str], expected: list[bool], fmt: str, workers: int | None
+) -> None:
     t0 = time.perf_counter()
     grades = grade_completions(comps, golds, fmt, workers=workers)
     pooled_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    single = [grade_inprocess(c, g, fmt) for c, g in zip(comps, golds)]
+    single = [grade_inprocess(c, g, fmt) for c, g in zip(comps, golds, strict=True)]
     single_s = time.perf_counter() - t0
     n = len(comps)
-    mismatch = sum(a.correct != b.correct for a, b in zip(grades, single))
-    unexpected = sum(g.correct != e for g, e in zip(grades, expected))
+    needs_mv = sum(
+        g.extracted is not None and _fast(g.extracted, gold_answer(gold, fmt), fmt) is None
+        for g, gold in zip(grades, golds, strict=True)
+    )
+    mismatch = sum(a.correct != b.correct for a, b in zip(grades, single, strict=True))
+    unexpected = sum(g.correct != e for g, e in zip(grades, expected, strict=True))
     timeouts = sum(g.status == "timeout" for g in grades)
     print(
-        f"{name}: {n} completions ({sum(expected)} correct by construction)\n"
+        f"{name}: {n} completions ({sum(expected)} correct by construction, "
+        f"{needs_mv} need Math-Verify, {len(set(zip(comps, golds, strict=True)))} distinct)\n"
         f"  grade_completions: {pooled_s:7.2f} s  {n / pooled_s:9.0f} completions/s\n"
         f"  single-process:    {single_s:7.2f} s  {n / single_s:9.0f} completions/s\n"
         f"  ratio (pool / single): {single_s / pooled_s:.2f}x   verdict mismatches: {mismatch}   "
@@ -125,7 +131,8 @@ def main() -> int:
         print(f"real data not found at {DATA} (set COMPUTE_OPTIMAL_DATA)", file=sys.stderr)
         return 1
     rng = random.Random(args.seed)
-    print(f"cores: {os.cpu_count()}  workers: {args.workers or os.cpu_count()}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"cores: {os.cpu_count()}  workers: {args.workers or os.cpu_count()}  load average: {load}")
     for name, build, fmt in (("GSM8K", gsm8k_cases, "gsm8k"), ("MATH", math_cases, "math")):
         comps, golds, expected = build(rng)
         if args.limit:

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
     )
     agree = 0
-    for row, grade in zip(rows, grades, strict=False):
+    for row, grade in zip(rows, grades, strict=True):
         if grade.correct == bool(row["equal"]):
             agree += 1
             continue

@@ -10,10 +10,14 @@ equation ``2x=6``). What is added here by hand, because Math-Verify lacks it:
 * scientific notation ``3.54e-07`` (parsed as ``3.54*E - 7`` otherwise), ``74°``;
 * bare words (``odd``, ``White``, ``Evelyn``) compared as one ``\\text{}`` word, case-insensitively;
 * multiple-choice letters ``(C)`` / ``\\text{(C)}`` / ``C``;
-* ``x \\in [a, b]`` read as the set ``[a, b]``; a trailing ``\\approx 0.577`` and a trailing
-  backslash dropped;
-* a numeric pre-check: two constant expressions whose values differ are unequal without running
-  ``simplify`` (the slow part of ``verify``).
+* ``x \\in [a, b]`` read as the set ``[a, b]``, ``x \\approx 11`` as ``11``; a trailing
+  ``\\approx 0.577`` and a trailing backslash dropped;
+* a chain of numbers ``0.56 = 56\\%`` read as its last member (sympy would evaluate it to False);
+* Python-style ``sqrt(3)`` (mangled by Math-Verify after a space) and ``**``;
+* primes: ``E'`` is not ``E`` (Math-Verify drops the prime);
+* a relative numeric pre-check: two constant expressions whose values differ by more than 1e-5
+  (relative) are unequal, without ``simplify`` (the slow part of ``verify``) and without
+  Math-Verify's absolute ``chop`` (which makes ``1/2^{100}`` equal ``1/2^{98}``).
 
 Nothing here has a time limit of its own: the caller (``pool``) runs it under a deadline.
 Importing this module imports sympy (about 0.5 s); the parent process never needs to.
@@ -67,7 +71,9 @@ def prepare(answer: str) -> tuple[str, bool]:
     s = s.rstrip(".").strip()
     # "0.56 = 56\%": a chain of numbers states one value; the last one carries the answer's form.
     parts = re.split(r"(?<![<>!\\])=", s)
-    if len(parts) > 1 and not any(re.search(r"[A-Za-z]", part.replace("\\frac", "").replace("\\%", "")) for part in parts):
+    if len(parts) > 1 and not any(
+        re.search(r"[A-Za-z]", part.replace("\\frac", "").replace("\\%", "")) for part in parts
+    ):
         s = parts[-1].strip()
         m = _PERCENT_TAIL_RE.search(s)
         if m and m.start() > 0:

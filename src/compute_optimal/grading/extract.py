@@ -3,60 +3,85 @@
 Two families of formats:
 
 * numeric (``gsm8k``, ``arith``): the answer is one number. Priority: the last ``#### N``, the last
-  ``The answer is N``, the last ``\\boxed{N}``, the Minerva sentence ``The final answer is N``, and
-  finally the last number in the text. The number is returned in a canonical form (no commas, no
-  currency, no trailing ``.0``) so that extracted answers can be compared or voted on as strings.
-* math (``math``, ``math500``): the answer is a LaTeX expression. Priority: the last ``\\boxed{}`` /
-  ``\\fbox{}`` (brace-matched; several boxes separated only by ``,``/``and``/``or``/``\\quad`` are
-  joined into one list), the Minerva sentence ``Final Answer: The final answer is $X$. I hope it is
-  correct.``, an ``answer is``/``Answer:`` anchor, the whole text when it is a bare answer rather
-  than prose, the last math span (``$..$``, ``\\(..\\)``, ``\\[..\\]``), and finally the last number.
+  ``The answer is N``, the last ``\\boxed{N}``, a "Final Answer" / Minerva sentence, and finally
+  the last number of a short text or of a last line that is only a number. The number is returned
+  in a canonical form (no commas, no currency, no trailing ``.0``) so that extracted answers can be
+  compared or voted on as strings.
+* math (``math``, ``math500``): the answer is a LaTeX string. Priority: the last ``\\boxed{}`` /
+  ``\\fbox{}`` / ``\\boxed X`` (brace-matched; boxes separated only by list separators are joined
+  into one list), the Minerva sentence ``Final Answer: The final answer is $X$. I hope it is
+  correct.``, a "Final Answer:" / "answer is" anchor, the whole text when it is a bare answer rather
+  than prose, and for short texts the last math span or number.
 
-A completion whose last box is still open (generation cut off inside ``\\boxed{``) has no answer:
-whatever number precedes the cut is not what the model was going to box.
+No answer (None): empty text, a text that stops inside an unclosed box (truncated), and a long text
+with no box or answer marker: its last number is an intermediate result of an unfinished solution.
+Text after the answer that a model adds (chat-template tokens, a few-shot continuation starting
+with "Question:") is cut first.
+
+Every pattern is linear in the text length (anchors are matched with short patterns and read from
+bounded slices, braces are matched in one pass): extraction runs in the caller's process, where
+there is no time limit.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from typing import NamedTuple
 
 # "\beginboxed" is a malformed variant some models emit; "\fbox" is the older command.
 _BOX_RE = re.compile(r"\\(?:boxed|fbox|beginboxed)(?![A-Za-z])\s*")
 
 
-def _box_spans(text: str) -> list[tuple[int, int, str | None]]:
-    """(start, end, content) for every box; content None when the box is never closed."""
-    spans: list[tuple[int, int, str | None]] = []
+def _brace_partners(text: str) -> dict[int, int]:
+    """Position of each "{" -> position of its "}", in one pass (a truncated or adversarial text
+    with thousands of open boxes must not cost one scan to the end per box)."""
+    partners: dict[int, int] = {}
+    stack: list[int] = []
+    for m in re.finditer(r"[{}]", text):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            partners[stack.pop()] = m.start()
+    return partners
+
+
+class _Box(NamedTuple):
+    start: int  # of "\boxed"
+    end: int  # after the closing "}" (or the unbraced argument)
+    c0: int  # content text[c0:c1]; c0 == -1 when the box is never closed
+    c1: int
+
+
+def _box_spans(text: str) -> list[_Box]:
+    """Every box, in order (contents as positions: slicing each nested box would be quadratic)."""
+    spans: list[_Box] = []
+    partners: dict[int, int] | None = None
     for m in _BOX_RE.finditer(text):
         start = m.end()
         if start >= len(text):
-            spans.append((m.start(), len(text), None))
+            spans.append(_Box(m.start(), len(text), -1, -1))
             continue
         if text[start] != "{":
             # "\boxed 2": the argument is the next token up to whitespace or "$".
             # Sentence punctuation after it ("\boxed 2.") is not part of the answer.
-            tok = re.match(r"[^\s$]+", text[start:])
+            tok = re.match(r"[^\s$]{1,200}", text[start : start + 200])
             arg = tok.group(0).rstrip(".,;:") if tok else ""
             if arg:
-                spans.append((m.start(), start + tok.end(), arg))
+                spans.append(_Box(m.start(), start + tok.end(), start, start + len(arg)))
             continue
-        depth = 0
-        end = None
-        for i in range(start, len(text)):
-            c = text[i]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    end = i
-                    break
+        if partners is None:
+            partners = _brace_partners(text)
+        end = partners.get(start)
         if end is None:
-            spans.append((m.start(), len(text), None))
+            spans.append(_Box(m.start(), len(text), -1, -1))
         else:
-            spans.append((m.start(), end + 1, text[start + 1 : end]))
+            spans.append(_Box(m.start(), end + 1, start + 1, end))
     return spans
+
+
+def _content(text: str, box: _Box) -> str | None:
+    return None if box.c0 < 0 else text[box.c0 : box.c1]
 
 
 def last_boxed(text: str) -> str | None:
@@ -67,7 +92,7 @@ def last_boxed(text: str) -> str | None:
     spans = _box_spans(text)
     if not spans:
         return None
-    return spans[-1][2]
+    return _content(text, spans[-1])
 
 
 # Text allowed between two boxes that list parts of one answer: "\boxed{1}, \boxed{2}",
@@ -83,14 +108,15 @@ def boxed_answer(text: str) -> str | None:
     Returns None when there is no box or the last box is unclosed.
     """
     spans = _box_spans(text)
-    if not spans or spans[-1][2] is None:
+    if not spans or spans[-1].c0 < 0:
         return None
-    parts = [spans[-1][2]]
-    for prev, nxt in zip(reversed(spans[:-1]), reversed(spans[1:]), strict=False):
-        # prev[1] > nxt[0]: nxt is nested inside prev (\boxed{\boxed{2}}); the inner one is the answer.
-        if prev[2] is None or prev[1] > nxt[0] or not _BOX_JOINER_RE.match(text[prev[1] : nxt[0]]):
+    parts = [_content(text, spans[-1]) or ""]
+    for prev, nxt in zip(reversed(spans[:-1]), reversed(spans[1:]), strict=True):
+        gap = text[prev.end : nxt.start]
+        # prev.end > nxt.start: nxt is nested inside prev (\boxed{\boxed{2}}); the inner one is the answer.
+        if prev.c0 < 0 or prev.end > nxt.start or len(gap) > 200 or not _BOX_JOINER_RE.match(gap):
             break
-        parts.append(prev[2])
+        parts.append(_content(text, prev) or "")
     parts.reverse()
     # A repeated box ("\boxed{840} ... \boxed{840}") is one answer, not a list of two.
     unique = list(dict.fromkeys(p.strip() for p in parts))
@@ -100,7 +126,7 @@ def boxed_answer(text: str) -> str | None:
 def has_open_box(text: str) -> bool:
     """True when the text ends inside an unclosed ``\\boxed{`` (a truncated completion)."""
     spans = _box_spans(text)
-    return bool(spans) and spans[-1][2] is None
+    return bool(spans) and spans[-1].c0 < 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -141,18 +167,19 @@ def _span_content(m: re.Match[str]) -> str:
 
 
 # "Final Answer: The final answer is $X$. I hope it is correct." (Minerva / lm-eval few-shot format).
-_MINERVA_RE = re.compile(
-    r"final answer is\s*:?\s*(?P<ans>.+?)\s*\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL
-)
+# Anchors are found with short patterns and the answer is read from a bounded slice after them:
+# a pattern that scans to the end of the text from every anchor is quadratic on adversarial text,
+# and extraction runs in the calling process, without a time limit.
+_TAIL_CHARS = 500
+_MINERVA_RE = re.compile(r"final answer is\s*:?\s*", re.IGNORECASE)
+_HOPE_RE = re.compile(r"\s*\.?\s*I hope it is correct", re.IGNORECASE)
 # Looser variant: "Final Answer: The volume of $ABCDEFGH$ is 120." / "Final Answer: ... 3 hours ago."
-_FINAL_ANSWER_RE = re.compile(
-    r"final answer\s*:\s*(?P<ans>.+?)\s*(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE
-)
+_FINAL_ANSWER_RE = re.compile(r"final answer\s*:\s*", re.IGNORECASE)
 # "The answer is X", "answer: X", "Answer \[ 9 \]".
 _ANSWER_RE = re.compile(r"\banswer\b(?:\s+is\b)?\s*:?\s*", re.IGNORECASE)
 # What a model writes after its answer and is not part of it: chat-template tokens
 # ("<|im_start|>user", "</s>") and a few-shot continuation ("\n\nQuestion: ..." with its own answer).
-_CONTINUATION_RE = re.compile(r"<\|[^|>]*\|>.*|</s>.*|<s>|\n\s*(?:Question|Problem|Q)\s*:.*", re.DOTALL)
+_CONTINUATION_RE = re.compile(r"<\|[^|>\n]{0,40}\|>|</s>|<s>|\n[ \t]*(?:Question|Problem|Q)[ \t]*:")
 
 # Without an explicit answer marker, only a short text (a bare answer, one sentence) or a final line
 # that is nothing but the answer is read for its last number: in a long text that stops without
@@ -161,15 +188,20 @@ FALLBACK_MAX_CHARS = 300
 
 
 def _cut_continuation(text: str) -> str:
-    m = _CONTINUATION_RE.search(text)
-    if m and text[: m.start()].strip():
-        return text[: m.start()]
+    """The text up to the first marker that has some answer text before it (a leading
+    "<|im_start|>assistant" or "<s>" is skipped, not cut)."""
+    seen = 0
+    for m in _CONTINUATION_RE.finditer(text):
+        if text[seen : m.start()].strip():
+            return text[: m.start()]
+        seen = m.end()
     return text
 
 
 def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return re.sub(r"^\W*\**|\**\W*$", "", lines[-1]) if lines else ""
+    """The last non-empty line without markdown emphasis or end punctuation ("**42**." -> "42")."""
+    lines = text.strip().rsplit("\n", 1)
+    return lines[-1].strip().strip(" \t*_.,:;!?\"'`")
 
 
 def _clean_tail(ans: str) -> str:
@@ -203,17 +235,20 @@ def _final_answer_sentence(sentence: str) -> str | None:
 
 def _anchor_answer(text: str) -> str | None:
     """Answer after the last Minerva / 'Final Answer:' / 'answer is' anchor, or None."""
-    hits = list(_MINERVA_RE.finditer(text))
-    if hits:
-        return _clean_tail(hits[-1].group("ans"))
+    for m in reversed(list(_MINERVA_RE.finditer(text))[-3:]):
+        tail = text[m.end() : m.end() + _TAIL_CHARS]
+        hope = _HOPE_RE.search(tail)
+        if hope:
+            return _clean_tail(tail[: hope.start()])
     hits = list(_FINAL_ANSWER_RE.finditer(text))
     if hits:
-        ans = _final_answer_sentence(hits[-1].group("ans"))
+        tail = text[hits[-1].end() : hits[-1].end() + _TAIL_CHARS].split("\n", 1)[0]
+        hope = _HOPE_RE.search(tail)
+        ans = _final_answer_sentence(tail[: hope.start()] if hope else tail)
         if ans:
             return ans
-    hits = list(_ANSWER_RE.finditer(text))
-    for m in reversed(hits):
-        tail = text[m.end() :]
+    for m in reversed(list(_ANSWER_RE.finditer(text))[-3:]):
+        tail = text[m.end() : m.end() + _TAIL_CHARS]
         # "Answer $ 9 $" / "answer is \( x \)": a math span within a few words of the anchor.
         span = _MATH_SPAN_RE.search(tail[:200])
         if span and len(re.findall(r"[A-Za-z]{2,}", tail[: span.start()])) <= 6:
@@ -231,7 +266,7 @@ def _anchor_answer(text: str) -> str | None:
 # running text). Thousands groups must be exactly three digits.
 _NUMBER_RE = re.compile(
     r"(?<![\w.])(?P<sign>[-−])?\s?(?:\\?\$|[€£¥₹])?\s?"
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?![\d,]*\.\d)"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 )
 
 
@@ -263,23 +298,20 @@ def first_number(text: str) -> str | None:
     return canonical_number((m.group("sign") or "") + m.group("num"))
 
 
-_HASHES_RE = re.compile(r"####\s*(?P<ans>[^\n]*)")
-_THE_ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?\s*(?P<ans>[^\n]*)", re.IGNORECASE)
+_HASHES_RE = re.compile(r"####")
+_THE_ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 
 
 def extract_numeric(text: str) -> str | None:
     """GSM8K / arith answer: canonical number string or None."""
     text = _cut_continuation(text)
-    hits = list(_HASHES_RE.finditer(text))
-    if hits:
-        n = first_number(hits[-1].group("ans"))
-        if n is not None:
-            return n
-    hits = list(_THE_ANSWER_IS_RE.finditer(text))
-    if hits:
-        n = first_number(hits[-1].group("ans")[:200])
-        if n is not None:
-            return n
+    for rx in (_HASHES_RE, _THE_ANSWER_IS_RE):
+        hits = list(rx.finditer(text))
+        if hits:
+            line = text[hits[-1].end() : hits[-1].end() + 200].split("\n", 1)[0]
+            n = first_number(line)
+            if n is not None:
+                return n
     box = boxed_answer(text)
     if box is not None:
         n = first_number(box)
@@ -327,7 +359,7 @@ def _bare_answer(text: str) -> str | None:
     text = text.rstrip(".").strip()
     spans = list(_MATH_SPAN_RE.finditer(text))
     if not spans:
-        return text or None
+        return text.strip("$ ") or None  # an unpaired "$" ("0.3333$", "$18") is not part of it
     joined = _join_math_spans(text)
     if joined is not None:
         return joined

@@ -84,16 +84,23 @@ _CALL_SLACK_S = 0.8
 
 
 def _remember(key: tuple[str, str], correct: bool) -> None:
+    if len(key[0]) + len(key[1]) > 2000:
+        return  # not worth the memory: long answers rarely repeat
     _VERDICTS[key] = correct
     if len(_VERDICTS) > _VERDICTS_MAX:
         _VERDICTS.popitem(last=False)
 
 
-def _fast(pred: str, gold: str) -> bool | None:
+def _fast(pred: str, gold: str, fmt: str = "math") -> bool | None:
     try:
-        return fast_verdict(pred, gold)
+        verdict = fast_verdict(pred, gold)
     except Exception:
-        return None  # let Math-Verify (under a time limit) have a go
+        verdict = None  # let Math-Verify (under a time limit) have a go
+    if verdict is None and fmt in NUMERIC_FORMATS:
+        # A numeric answer is a canonical number string: what the fast path cannot read (a gold
+        # that is not a number) is not equal, and GSM8K never waits for a worker.
+        return pred.strip() == gold.strip()
+    return verdict
 
 
 def answers_equal(pred: str | None, gold: str, answer_format: str, timeout_s: float = 5.0) -> bool:
@@ -109,7 +116,7 @@ def answers_equal(pred: str | None, gold: str, answer_format: str, timeout_s: fl
         return False
     gold_ans = gold_answer(gold, fmt)
     pred = strip_math_delimiters(str(pred))
-    verdict = _fast(pred, gold_ans)
+    verdict = _fast(pred, gold_ans, fmt)
     if verdict is not None:
         return verdict
     key = (pred, gold_ans)
@@ -162,7 +169,7 @@ def grade_completions(
     gold_cache: dict[tuple[str, str], str] = {}
     # Pairs for Math-Verify, deduplicated: sampled completions repeat the same answers a lot.
     slow: dict[tuple[str, str], list[int]] = {}
-    for i, (text, gold, fmt) in enumerate(zip(completions, golds, formats, strict=False)):
+    for i, (text, gold, fmt) in enumerate(zip(completions, golds, formats, strict=True)):
         if gold is None or not str(gold).strip():
             grades[i] = Grade(None, False, "error")  # no gold answer to compare with
             continue
@@ -174,7 +181,7 @@ def grade_completions(
         gold_ans = gold_cache.get(key)
         if gold_ans is None:
             gold_ans = gold_cache[key] = gold_answer(str(gold), fmt)
-        verdict = _fast(extracted, gold_ans)
+        verdict = _fast(extracted, gold_ans, fmt)
         if verdict is None:
             verdict = _VERDICTS.get((extracted, gold_ans))
         if verdict is not None:
@@ -192,7 +199,9 @@ def grade_completions(
                 progress.update(len(slow[tasks[task_idx]]))
 
         results = get_pool(workers).run(tasks, timeout_s, on_result=on_result)
-        for task, (correct, status) in zip(tasks, results, strict=False):
+        for task, (correct, status) in zip(tasks, results, strict=True):
+            if status == "ok":
+                _remember(task, correct)
             for i in slow[task]:
                 grades[i] = Grade(task[0], correct, status)
     if progress is not None:
@@ -203,11 +212,12 @@ def grade_completions(
 def grade_inprocess(completion: str, gold: str, answer_format: str) -> Grade:
     """One pair in this process, without a pool or time limit: the single-process baseline used by
     the benchmark. Do not use it on untrusted input (sympy can run forever)."""
-    extracted = extract_answer(completion, answer_format)
+    fmt = _check_format(answer_format)
+    extracted = extract_answer(completion, fmt)
     if extracted is None:
         return Grade(None, False, "no_answer")
-    gold_ans = gold_answer(gold, answer_format)
-    verdict = _fast(extracted, gold_ans)
+    gold_ans = gold_answer(gold, fmt)
+    verdict = _fast(extracted, gold_ans, fmt)
     if verdict is None:
         from compute_optimal.grading.equivalence import math_equal  # imports sympy: only when needed
 

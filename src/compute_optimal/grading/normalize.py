@@ -34,6 +34,8 @@ _PERCENT_RE = re.compile(
     re.IGNORECASE,
 )
 _CURRENCY_RE = re.compile(r"^(?:\\\$|\$|€|£|¥|₹|\\(?:text|mbox)\{\s*\\?\$\s*\})\s*|\s*(?:\\\$|\$|€|£|¥|₹)$")
+# Single letters that are unit symbols; any other lone letter after a number is a variable.
+_LETTER_UNITS = frozenset({"m", "g", "s", "h", "L"})
 # Words that are mathematics, not units: "2 pi", "3 i", "5 sqrt".
 _NOT_UNITS = frozenset(
     {"pi", "i", "e", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "mod", "and", "or", "x"}
@@ -58,6 +60,8 @@ def strip_units(s: str) -> str:
             and m.start() > 0
             and re.search(r"\d\s*$", s[: m.start()])
             and not any(w.lower() in _NOT_UNITS for w in re.split(r"[\s/]+", m.group("w")))
+            # A lone letter is a variable ("5 y"), except a few unit symbols ("5 m", "3 s").
+            and (len(m.group("w").rstrip(".")) > 1 or m.group("w") in _LETTER_UNITS)
             and not re.search(r"percent|pct", m.group("w"), re.IGNORECASE)
         ):
             s = s[: m.start()].rstrip()
@@ -200,20 +204,22 @@ def layout_key(s: str) -> str:
 
 
 # A numeral in another base: "1011_2", "204_{5}", "A3_{16}" (Math-Verify drops the subscript).
-_BASE_RE = re.compile(r"^(?P<sign>-)?(?P<digits>[0-9A-Za-z]*\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?)_\{?\s*(?P<base>\d+)\s*\}?$")
+_BASE_RE = re.compile(
+    r"^(?P<sign>-)?(?P<digits>[0-9A-Za-z]*\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?)_\{?\s*(?P<base>\d+)\s*\}?$"
+)
 _DIGITS_RE = re.compile(r"^-?[0-9A-Za-z]*\d[0-9A-Za-z]*(?:\.[0-9A-Za-z]+)?$")
 
 
 def _base_numeral(s: str) -> tuple[str, int | None] | None:
     """("-1011", 2) for ``-1011_2``; (digits, None) for bare digits; None for anything else."""
     s = strip_math_delimiters(s.strip()).rstrip(".").strip()
+    if len(s) > 80:
+        return None
     m = _BASE_RE.match(s)
     if m:
-        base = int(m.group("base"))
-        digits = m.group("digits").upper()
-        if 2 <= base <= 36 and all(int(c, 36) < base for c in digits.replace(".", "")):
-            return (m.group("sign") or "") + digits.lstrip("0") or "0", base
-        return None
+        # Digits invalid in the base ("10200_2") still make a (wrong) base-n answer, not a variable.
+        digits = m.group("digits").upper().lstrip("0") or "0"
+        return (m.group("sign") or "") + digits, int(m.group("base"))
     if _DIGITS_RE.match(s):
         return s.upper().lstrip("0") or "0", None
     return None
@@ -232,12 +238,27 @@ def base_verdict(pred: str, gold: str) -> bool | None:
     return p[0] == g[0]
 
 
+_PLAIN_DECIMAL_RE = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
+
+
+def _canonical_decimal(s: str) -> str:
+    """'-007.50' -> '-7.5' (string work only: ints of more than 4300 digits cannot be parsed)."""
+    neg = s.startswith("-")
+    whole, _, frac = s.lstrip("-").partition(".")
+    whole, frac = whole.lstrip("0") or "0", frac.rstrip("0")
+    out = whole + ("." + frac if frac else "")
+    return "-" + out if neg and out != "0" else out
+
+
 def fast_verdict(pred: str, gold: str) -> bool | None:
     """True/False when decidable without sympy, else None."""
     if not pred.strip():
         return False
     if layout_key(pred) == layout_key(gold):
         return True
+    p, g = pred.strip(), gold.strip()
+    if (len(p) > 80 or len(g) > 80) and _PLAIN_DECIMAL_RE.match(p) and _PLAIN_DECIMAL_RE.match(g):
+        return _canonical_decimal(p) == _canonical_decimal(g)  # too long for parse_number
     verdict = base_verdict(pred, gold)
     if verdict is not None:
         return verdict

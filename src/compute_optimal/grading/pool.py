@@ -64,6 +64,13 @@ def _worker_main(read_fd: int, write_fd: int) -> None:
     """Entry point of a worker process: answer (pred, gold, budget_s) messages until EOF."""
     global _armed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    with contextlib.suppress(Exception):
+        # Linux: die with the parent, even while stuck in C code (PR_SET_PDEATHSIG = 1).
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    if os.getppid() == 1:
+        return  # the parent is already gone
     signal.signal(signal.SIGALRM, _on_alarm)
     with contextlib.suppress(ValueError, OSError, ImportError):
         import resource
@@ -113,12 +120,14 @@ class _Worker:
         res_r, res_w = os.pipe()
         env = dict(os.environ)
         # The worker must import this very package, wherever the caller found it.
-        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+        paths = [p for p in sys.path if p] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CMD, str(task_r), str(res_w)],
                 pass_fds=(task_r, res_w),
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # keep the caller's stdout clean (CLI output); stderr stays
                 env=env,
             )
         finally:
@@ -184,10 +193,24 @@ class GradingPool:
             while len(self._workers) > workers:
                 self._workers.pop().stop()
 
-    def start(self) -> None:
-        """Start the workers now (otherwise the first task that needs them does)."""
+    def start(self, wait_ready: bool = True) -> None:
+        """Start the workers now (otherwise the first task that needs them does), and by default
+        wait until they are ready, so that later calls do not pay the start-up."""
         with self._lock:
             self._fill()
+            deadline = time.monotonic() + _START_TIMEOUT_S
+            while wait_ready and not all(w.ready for w in self._workers) and time.monotonic() < deadline:
+                starting = [w for w in self._workers if not w.ready]
+                for w in starting:
+                    if w.conn in wait([w.conn for w in starting], timeout=1.0):
+                        try:
+                            w.ready = w.conn.recv() == "ready"
+                        except (EOFError, OSError):
+                            self._start_failures += 1
+                            self._replace(w)
+                if self._start_failures >= _MAX_START_FAILURES:
+                    self._shutdown()
+                    raise PoolError(f"grading workers fail to start ({sys.executable} -c {_WORKER_CMD!r})")
 
     def _fill(self) -> None:
         _reap()
