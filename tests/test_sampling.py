@@ -140,6 +140,8 @@ def test_resume_after_a_crash_in_the_middle(tmp_path: Path, tiny_checkpoint: str
     calls = []
 
     class Dying:
+        name = "hf"
+
         def __init__(self):
             self.inner = build_engine(tiny_checkpoint, "hf")
 

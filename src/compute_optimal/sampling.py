@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from . import runs
+from .analysis import data_quality
 from .budget import Budget, BudgetError, Ledger
 from .data import Problem, select_subset
 from .engines import Engine, Request, SamplingSettings
@@ -328,6 +329,7 @@ def summarize(frame: pd.DataFrame, plan: SamplingPlan) -> dict[str, Any]:
         "correct_samples": int(frame["correct"].sum()),
         "truncated_samples": int((frame["finish_reason"] == "length").sum()),
         "no_answer_samples": int((frame["grade_status"] == "no_answer").sum()),
+        **data_quality(frame, plan.samples_per_problem),  # coverage@k, diversity@k, per-level tables
         "seed": plan.seed,
         "samples_path": str(plan.run_dir / SAMPLES),
     }

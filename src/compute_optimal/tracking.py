@@ -23,8 +23,12 @@ def log_run(
     config: Mapping[str, Any],
     summary: Mapping[str, Any],
     tables: Mapping[str, Any] | None = None,
+    images: Mapping[str, str | os.PathLike] | None = None,
 ) -> str | None:
-    """Log one finished stage run; returns the W&B run folder, or None when disabled."""
+    """Log one finished stage run; returns the W&B run folder, or None when disabled.
+
+    ``tables``: name -> pandas DataFrame; ``images``: name -> PNG file (e.g. a report's figures).
+    """
     if not settings or not settings.get("enabled", True):
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -48,6 +52,8 @@ def log_run(
         run.summary.update(scalars)
         for key, frame in (tables or {}).items():
             run.log({key: wandb.Table(dataframe=frame)})
+        for key, path in (images or {}).items():
+            run.log({key: wandb.Image(str(path))})
         return str(Path(run.dir).parent)
     finally:
         run.finish()

@@ -1,0 +1,258 @@
+"""Config -> evaluation-side tasks (run_eval.py): the WC-vs-SE data report, for now.
+
+Like :mod:`compute_optimal.pipeline`, functions here take a composed config (a DictConfig or a
+mapping of the same shape) and read no Hydra global state, so tests call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from . import judge, models
+from .analysis import AnalysisError
+from .pipeline import load_dataset_split, load_model_config
+from .reporting import DataComparison, RunData, load_comparison, write_report
+from .reporting.data_report import headline_markdown
+
+log = logging.getLogger(__name__)
+
+FPR_SOURCES = ("none", "judge", "human")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def data_report(cfg: DictConfig) -> dict[str, Any]:
+    """Build the WC-vs-SE data report (or, with task.export_sheet, export the human label sheet)."""
+    task = cfg.task
+    source = str(task.fpr.source)
+    if source not in FPR_SOURCES:
+        raise AnalysisError(f"task.fpr.source must be one of {', '.join(FPR_SOURCES)}, got {source!r}")
+    if task.export_sheet and source != "human":
+        raise AnalysisError("task.export_sheet=true writes a human label sheet: add task.fpr.source=human")
+    comparison = load_comparison(
+        cfg.paths.outputs,
+        dataset=str(cfg.dataset.name),
+        wc_model=str(task.wc_model),
+        se_model=str(task.se_model),
+        budgets=[str(b) for b in task.budgets],
+        seed=int(task.seed),
+        number_matched=bool(task.number_matched),
+        near_duplicate=None if task.near_duplicate is None else float(task.near_duplicate),
+    )
+    if source == "human":
+        labels = Path(str(task.fpr.labels_file))
+        if task.export_sheet:
+            return _export(cfg, comparison, labels)
+        _human_fpr(cfg, comparison, labels)
+    elif source == "judge":
+        _judge_fpr(cfg, comparison)
+    else:
+        comparison.fpr_note = (
+            "task.fpr.source=none; set task.fpr.source=judge (an LLM judge) or task.fpr.source=human "
+            "(a labelled sheet)"
+        )
+    paths = write_report(comparison, str(task.report_dir))
+    wandb_dir = _log(cfg, comparison, paths)
+    headline = headline_markdown(comparison)
+    return {
+        "task": "data_report",
+        **paths,
+        "wandb_dir": wandb_dir,
+        "headline": comparison.headline(),
+        "message": f"{headline}\n\nreport: {paths['report']}",
+    }
+
+
+# --- false-positive rate --------------------------------------------------------------------------
+
+
+def _questions(cfg: DictConfig) -> dict[str, str]:
+    """Problem statements by id: judges and labellers need the question, the samples table lacks it."""
+    return {p.id: p.question for p in load_dataset_split(cfg.dataset, str(cfg.dataset.split))}
+
+
+def _items(cfg: DictConfig, comparison: DataComparison) -> dict[RunData, list[judge.JudgeItem]]:
+    fpr = cfg.task.fpr
+    questions = _questions(cfg)
+    return {
+        run: judge.select_items(
+            run.frame,
+            dataset=comparison.dataset,
+            model=run.model,
+            budget=run.ref.budget_dir,
+            num_problems=int(fpr.num_problems),
+            per_problem=int(fpr.per_problem),
+            seed=int(fpr.sample_seed),
+            questions=questions,
+        )
+        for run in comparison.compute_runs()
+    }
+
+
+def _export(cfg: DictConfig, comparison: DataComparison, labels: Path) -> dict[str, Any]:
+    items = [i for run_items in _items(cfg, comparison).values() for i in run_items]
+    judge.export_sheet(labels, items, seed=int(cfg.task.fpr.sample_seed))
+    message = (
+        f"exported {len(items)} correct-answer solutions to label: {labels}\n"
+        "Fill its `label` column with `correct` (the reasoning is right) or `incorrect` (right answer, "
+        "wrong reasoning); leave unsure rows blank. Then build the report: the same command without "
+        "task.export_sheet=true"
+    )
+    return {"task": "data_report", "sheet": str(labels), "items": len(items), "message": message}
+
+
+def _human_fpr(cfg: DictConfig, comparison: DataComparison, labels: Path) -> None:
+    if not labels.is_file():
+        raise AnalysisError(
+            f"no label sheet at {labels}: export one (this command with task.export_sheet=true), fill "
+            "its label column, then run again (or point task.fpr.labels_file at a labelled sheet)"
+        )
+    sheet = judge.import_sheet(labels)
+    found = judge.human_fpr(sheet, f"human labels ({labels.name})")
+    wanted = {(r.model, r.ref.budget_dir) for r in comparison.compute_runs()}
+    comparison.fpr = {k: v for k, v in found.items() if k in wanted}
+    for model, budget in sorted(set(found) - wanted):
+        comparison.warnings.append(
+            f"the label sheet has rows of {model} {budget}, which this report does not show"
+        )
+    labelled = int((sheet["label"] != "").sum())
+    comparison.fpr_note = f"human labels from `{labels}` ({labelled} of {len(sheet)} rows labelled)"
+
+
+def _engine_options(cfg: DictConfig, model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The engine group resolved against the judge model (engine configs interpolate ${model.*})."""
+    engine = OmegaConf.to_container(cfg.engine, resolve=False)
+    node = OmegaConf.create({"model": model_cfg, "seed": int(cfg.seed), "engine": engine})
+    return OmegaConf.to_container(node, resolve=True)["engine"]
+
+
+def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
+    """Judge each run's sampled correct solutions (cached per judge model), then count the verdicts."""
+    from .engines import build_engine
+
+    fpr = cfg.task.fpr
+    conf_dir = Path(str(cfg.paths.root)) / "conf"
+    judge_cfg = fpr.judge_model if isinstance(fpr.judge_model, DictConfig) else None
+    model_cfg = (
+        _plain(judge_cfg) if judge_cfg is not None else load_model_config(conf_dir, str(fpr.judge_model))
+    )
+    name = str(model_cfg["name"])
+    settings = judge.JudgeSettings(
+        temperature=float(fpr.temperature),
+        max_new_tokens=int(fpr.max_new_tokens),
+        batch_size=int(fpr.batch_size),
+        seed=int(cfg.seed),
+    )
+    key = {
+        "judge_model": name,
+        "prompt_version": judge.JUDGE_PROMPT_VERSION,
+        "temperature": settings.temperature,
+        "max_new_tokens": settings.max_new_tokens,
+    }
+    items = _items(cfg, comparison)
+    cache_dir = Path(str(cfg.task.judge_dir)) / name
+    cache = {
+        run: cache_dir / f"{run.model}-{run.ref.budget_dir}-seed{comparison.seed}.parquet" for run in items
+    }
+    done: dict[str, judge.JudgeVerdict] = {}
+    for path in cache.values():
+        done.update(_read_verdicts(path, key))
+    todo = [i for run_items in items.values() for i in run_items if i.item_id not in done]
+    if todo:
+        models.check_available(model_cfg)
+        options = _engine_options(cfg, model_cfg)
+        log.info("judging %d solutions with %s", len(todo), name)
+        with build_engine(
+            models.resolve_checkpoint(model_cfg),
+            options["backend"],
+            vllm=options.get("vllm"),
+            vllm_cpu=options.get("vllm_cpu"),
+            hf=options.get("hf"),
+        ) as engine:
+            for verdict in judge.judge_solutions(engine, todo, settings):
+                done[verdict.item_id] = verdict
+        for run, run_items in items.items():
+            _write_verdicts(cache[run], [done[i.item_id] for i in run_items], key)
+    source = f"LLM judge ({name})"
+    comparison.fpr = {
+        (run.model, run.ref.budget_dir): judge.fpr_from_verdicts(
+            [done[i.item_id].verdict for i in run_items], source
+        )
+        for run, run_items in items.items()
+    }
+    unknown = sum(f.unknown for f in comparison.fpr.values())
+    comparison.fpr_note = (
+        f"LLM judge `{name}` (prompt {judge.JUDGE_PROMPT_VERSION}, temperature {settings.temperature:g}) on up "
+        f"to {int(fpr.num_problems)} problems per run with a correct solution, {int(fpr.per_problem)} "
+        f"correct solution(s) each; {unknown} verdict(s) could not be parsed (unknown); verdicts in `{cache_dir}`"
+    )
+
+
+def _read_verdicts(path: Path, key: dict[str, Any]) -> dict[str, judge.JudgeVerdict]:
+    """Cached verdicts made with the same judge, prompt and decoding; others are judged again."""
+    if not path.is_file():
+        return {}
+    frame = pd.read_parquet(path)
+    for column, value in key.items():
+        frame = frame[frame[column] == value] if column in frame else frame.iloc[0:0]
+    return {r.item_id: judge.JudgeVerdict(r.item_id, r.verdict, r.output) for r in frame.itertuples()}
+
+
+def _write_verdicts(path: Path, verdicts: Sequence[judge.JudgeVerdict], key: dict[str, Any]) -> None:
+    from . import runs
+
+    rows = [{"item_id": v.item_id, "verdict": v.verdict, "output": v.output, **key} for v in verdicts]
+    runs.atomic_write_parquet(path, pd.DataFrame(rows, columns=["item_id", "verdict", "output", *key]))
+
+
+# --- W&B --------------------------------------------------------------------------------------------
+
+
+def _wandb_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """NaN -> None so W&B sees optional numbers, not a column mixing floats and strings."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def _log(cfg: DictConfig, comparison: DataComparison, paths: dict[str, Any]) -> str | None:
+    from .tracking import log_run
+
+    summary: dict[str, Any] = {"report": paths["report"]}
+    for row in comparison.headline().to_dict("records"):
+        if row.get("missing"):
+            continue
+        prefix = f"{row['budget']}/{row['matching']}/"
+        summary.update(
+            {
+                prefix + k: v
+                for k, v in row.items()
+                if isinstance(v, int | float) and not pd.isna(v) and k != "missing"
+            }
+        )
+    tables = {
+        "headline": comparison.headline(),
+        "per_level": comparison.per_group("per_level"),
+        "per_subject": comparison.per_group("per_subject"),
+        "runs": comparison.runs_table(),
+        "fpr": comparison.fpr_table(),
+    }
+    try:
+        return log_run(
+            _plain(cfg.get("logger")),
+            name=f"data-report-{comparison.dataset}-{comparison.wc_model}-vs-{comparison.se_model}-s{comparison.seed}",
+            job_type="data_report",
+            config=_plain(cfg),
+            summary=summary,
+            tables={k: _wandb_frame(v) for k, v in tables.items() if not v.empty},
+            images={f"figures/{k}": v for k, v in paths["figures"].items()},
+        )
+    except Exception as exc:  # tracking must never lose a finished report
+        log.warning("W&B logging failed (%s); the report's files are complete", exc)
+        return None
