@@ -7,9 +7,6 @@ complete report or the new complete one, never a mix (and no figure left over fr
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -431,29 +428,13 @@ def comparison_data(c: DataComparison) -> dict[str, Any]:
 def write_report(comparison: DataComparison, out_dir: str | Path) -> dict[str, Any]:
     """Build the report folder and put it in place; returns the paths of report.md and the figures."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would make the published report private
-    try:
+    with runs.atomic_folder(out_dir) as tmp:
         figures = draw_figures(comparison, tmp)
         runs.atomic_write_json(tmp / DATA, comparison_data(comparison))
         runs.atomic_write_text(tmp / REPORT, render_markdown(comparison, figures))
-        _publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "report_dir": str(out_dir),
         "report": str(out_dir / REPORT),
         "data": str(out_dir / DATA),
         "figures": {name: str(out_dir / p.name) for name, p in figures.items()},
     }
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Swap the finished folder into place (the old one is removed after the swap)."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
