@@ -10,7 +10,7 @@ setup:
 	bash scripts/setup.sh
 
 study: setup
-	PYTHON=$(PY) bash sweeps/embedded_sampling.sh $(STUDY_ARGS)
+	$(PY) -m compute_optimal.recipes sweeps/embedded.yaml $(STUDY_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -135,7 +135,10 @@ def study_report(cfg: DictConfig) -> dict[str, Any]:
     task = cfg.task
     comparisons: list[Comparison] = []
     root, seed = cfg.paths.outputs, int(task.seed)
+    conf_dir = Path(cfg.paths.root) / "conf" / "dataset"
     for dataset in task.datasets:
+        # Students evaluated on e.g. MATH-500 were trained on MATH: their training runs live there.
+        trained_on = str(OmegaConf.load(conf_dir / f"{dataset}.yaml").get("train_dataset", dataset))
         for regime in task.regimes:
             student = regime_student(cfg, str(regime))
             base = load_cell(
@@ -153,7 +156,7 @@ def study_report(cfg: DictConfig) -> dict[str, Any]:
                         eval_run_dir(root, dataset, target, seed),
                         _eval_command(dataset, target, str(regime), source, str(budget)),
                     )
-                    t = runs.train_run_dir(root, dataset, str(regime), student, source, budget_dir, seed)
+                    t = runs.train_run_dir(root, trained_on, str(regime), student, source, budget_dir, seed)
                     train[source] = (
                         runs.read_json(t / "train_summary.json")
                         if (t / "train_summary.json").is_file()
