@@ -3,11 +3,13 @@
     python -m compute_optimal.recipes sweeps/embedded.yaml [--dry-run] [--only STAGE] [override ...]
 
 A recipe (``sweeps/*.yaml``) lists stages; each names its entry point (``run_sample.py``,
-``run_train.py``, ``run_eval.py``) and its Hydra overrides (a comma list makes a multirun). Stages
+``run_train.py``, ``run_eval.py``) and its Hydra overrides (a comma list makes a multirun); the
+recipe's ``common`` overrides go to every stage. Stages
 run one after another: a multirun returns when all its jobs are done, locally or on SLURM
 (``hydra/launcher=submitit_slurm`` among the extra overrides). Every run skips itself when its
 config is already finished, so running a recipe again resumes where it stopped and redoes nothing.
-Extra overrides given on the command line are appended to every stage (e.g. ``seed=1``).
+Extra overrides given on the command line go to every stage too, and replace a common override of
+the same key (``experiment=quick`` instead of the recipe's ``experiment=embedded``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,17 @@ class Stage:
         return [python, self.script, *(["-m"] if self.multirun else []), *self.overrides, *extra]
 
 
-def load_recipe(path: str | Path) -> tuple[str, list[Stage]]:
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merge_overrides(common: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """Common overrides, minus those whose key an extra override sets, then the extras."""
+    keys = {_key(o) for o in extra}
+    return tuple(o for o in common if _key(o) not in keys) + tuple(extra)
+
+
+def load_recipe(path: str | Path) -> tuple[str, list[Stage], tuple[str, ...]]:
     """Parse a recipe file; errors name the file and the stage."""
     path = Path(path)
     try:
@@ -58,7 +70,8 @@ def load_recipe(path: str | Path) -> tuple[str, list[Stage]]:
         overrides = tuple(str(o) for o in raw.get("overrides", []))
         multirun = bool(raw.get("multirun", any("," in o.split("=", 1)[-1] for o in overrides)))
         stages.append(Stage(str(name), raw["script"], overrides, multirun))
-    return str(data.get("name", path.stem)), stages
+    common = tuple(str(o) for o in data.get("common", []))
+    return str(data.get("name", path.stem)), stages, common
 
 
 def run_recipe(
@@ -71,7 +84,8 @@ def run_recipe(
     cwd: str | Path | None = None,
 ) -> list[tuple[str, float]]:
     """Run the stages in order; stop at the first failing one (its command is printed to rerun)."""
-    name, stages = load_recipe(path)
+    name, stages, common = load_recipe(path)
+    extra = merge_overrides(common, extra)
     if only is not None:
         stages = [s for s in stages if s.name == only]
         if not stages:
@@ -103,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides appended to every stage")
     parser.add_argument("--only", help="run just this stage")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         timings = run_recipe(args.recipe, tuple(args.overrides), only=args.only, dry_run=args.dry_run)
     except RecipeError as exc:
