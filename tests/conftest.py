@@ -24,3 +24,22 @@ def shared_data() -> Path:
             f"real data not found at {SHARED_DATA} (set COMPUTE_OPTIMAL_DATA to the shared/data folder)"
         )
     return SHARED_DATA
+
+
+def run_entry_point(script: str, outputs: Path, *args: str, check: bool = True, timeout: int = 900):
+    """Run ``script`` (run_sample.py, run_train.py, run_eval.py) as a user would, outputs under ``outputs``."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(outputs), "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

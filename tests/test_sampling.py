@@ -19,6 +19,7 @@ from compute_optimal.budget import Budget
 from compute_optimal.data import Problem
 from compute_optimal.engines import build_engine
 from compute_optimal.sampling import plan_sampling, problem_seed, run_sampling
+from tests.conftest import run_entry_point
 
 # The tiny random-weight model of conf/model/tiny_random.yaml (built once, cached).
 TINY = OmegaConf.to_container(
@@ -185,18 +186,7 @@ def test_resuming_with_another_config_is_refused(tmp_path: Path, tiny_checkpoint
 
 
 def run_cli(repo_root: Path, outputs: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(outputs), "WANDB_MODE": "offline"}
-    proc = subprocess.run(
-        [sys.executable, "run_sample.py", *args],
-        cwd=repo_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+    return run_entry_point("run_sample.py", outputs, *args, check=check, timeout=600)
 
 
 TINY_ARGS = ("engine=hf", "dataset.limit=3", "sampling.max_new_tokens=6", "sampling.chunk_size=2")

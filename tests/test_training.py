@@ -29,6 +29,7 @@ from compute_optimal.training.sft_data import (
     select_examples,
     tokenize,
 )
+from tests.conftest import run_entry_point
 
 from .fake_runs import write_sampling_run
 from .test_sampling import TINY
@@ -183,18 +184,7 @@ def test_every_trainer_and_regime_config_composes(trainer: str, regime: str) -> 
 
 
 def run_cli(outputs: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(outputs), "WANDB_MODE": "offline"}
-    proc = subprocess.run(
-        [sys.executable, "run_train.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+    return run_entry_point("run_train.py", outputs, *args, check=check)
 
 
 @pytest.fixture()

@@ -1,0 +1,322 @@
+"""Sweeps through a real SLURM (scripts/slurm_cluster.sh: one node, with accounting) via submitit.
+
+A sweep of run_sample.py with hydra/launcher=submitit_slurm becomes a SLURM job array; these tests check
+that its results equal those of the local launcher, and that a job cancelled mid-run, requeued by SLURM
+(what preemption does) or stopped by its time limit ends with every sample exactly once.
+They need root the first time (the script installs Debian packages and starts system daemons) and skip,
+with the reason, where the cluster cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "slurm_cluster.sh"
+
+# A two-job sweep on the tiny random models (seconds per job).
+SWEEP = (
+    "model=tiny_random,tiny_random_x2",
+    "budget=low",
+    "engine=hf",
+    "dataset.limit=3",
+    "sampling.max_new_tokens=6",
+    "logger=none",
+)
+# One job with one problem per chunk, long enough (~20 s of sampling) to be interrupted mid-run.
+INTERRUPTED = (
+    "model=tiny_random",
+    "budget=low",
+    "engine=hf",
+    "dataset.limit=12",
+    "sampling.chunk_size=1",
+    "sampling.max_new_tokens=24",
+    "logger=none",
+)
+RUN_DIR = Path("sample/arith/tiny_random/low-compute/seed0")
+# Summary fields that differ between two runs of the same config: timings, paths, the resume count.
+VOLATILE = {"new_samples", "samples_path", "wandb_dir"}
+FINISHED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
+
+
+# --- the cluster ----------------------------------------------------------------------------------
+
+
+def _cluster(command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), command], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local one-node cluster: used if it is already up, else started (and stopped afterwards)."""
+    if _cluster("status", timeout=60).returncode == 0:
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"no SLURM cluster running, and starting one needs root ({CLUSTER_SCRIPT} start)")
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        pytest.skip("SLURM is not installed and there is no apt-get to install it (Debian/Ubuntu only)")
+    started = time.time()
+    proc = _cluster("start")
+    print(proc.stdout, proc.stderr, sep="\n")
+    if proc.returncode != 0:
+        pytest.skip(
+            f"{CLUSTER_SCRIPT} start failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
+    print(f"SLURM cluster started in {time.time() - started:.1f} s")
+    yield
+    _cluster("stop", timeout=120)
+
+
+@pytest.fixture
+def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's outputs root (the launched jobs inherit the environment through sbatch)."""
+    root = tmp_path / "outputs"
+    monkeypatch.setenv("COMPUTE_OPTIMAL_OUTPUTS", str(root))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    return root
+
+
+# --- launching sweeps -----------------------------------------------------------------------------
+
+
+def _command(launcher: str, overrides: tuple[str, ...] | list[str]) -> list[str]:
+    return [sys.executable, "run_sample.py", "-m", *overrides, f"hydra/launcher={launcher}"]
+
+
+def _env(outputs: Path) -> dict[str, str]:
+    return {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(outputs), "WANDB_MODE": "offline"}
+
+
+def sweep(outputs: Path, launcher: str, *overrides: str, timeout: float = 480) -> subprocess.CompletedProcess:
+    """Run a multirun to its end; fail with its output unless it succeeds."""
+    proc = subprocess.run(
+        _command(launcher, overrides),
+        cwd=REPO_ROOT,
+        env=_env(outputs),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{launcher} sweep failed (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"\njob logs:\n{job_logs(outputs)[-4000:]}"
+        )
+    return proc
+
+
+def start_sweep(outputs: Path, launcher: str, *overrides: str) -> subprocess.Popen:
+    log = outputs.parent / "sweep.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as f:
+        return subprocess.Popen(
+            _command(launcher, overrides), cwd=REPO_ROOT, env=_env(outputs), stdout=f, stderr=f
+        )
+
+
+def job_folders(outputs: Path) -> dict[str, Path]:
+    """submitit's per-job folders of every sweep under ``outputs``: {"<array id>_<task>": folder}."""
+    return {p.name: p for p in outputs.glob("hydra/multirun/*/submitit/*_*") if p.is_dir()}
+
+
+def job_logs(outputs: Path) -> str:
+    return "\n".join(
+        f"== {p}\n{p.read_text(errors='replace')}"
+        for p in sorted(outputs.glob("hydra/multirun/*/submitit/*/*_log.*"))
+    )
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) before {what}")
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def chunk_files(outputs: Path) -> list[Path]:
+    return sorted((outputs / RUN_DIR / "chunks").glob("chunk-*.parquet"))
+
+
+# --- SLURM's records ------------------------------------------------------------------------------
+
+
+def sacct_attempts(job_id: str, timeout: float = 60) -> list[tuple[str, str, str]]:
+    """Every attempt of a job (requeues included) as (state, start, end), oldest first, once the last
+    one is over. sacct lags slurmctld by a moment, so poll."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-D", "-j", job_id, "-o", "JobID,State,Start,End"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        rows = [line.split("|") for line in out.splitlines() if line.strip()]
+        attempts = [(state.split()[0], start, end) for jid, state, start, end in rows if jid == job_id]
+        if attempts and attempts[-1][0] in FINISHED_STATES:
+            return attempts
+        if time.time() > deadline:
+            raise AssertionError(f"sacct never showed job {job_id} finished: {out!r}")
+        time.sleep(1)
+
+
+def seconds(timestamp: str) -> float:
+    return time.mktime(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%S"))
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+def stable_summary(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {k: v for k, v in summary.items() if k not in VOLATILE and not k.endswith(("_s", "_at"))}
+
+
+def assert_exactly_once(run_dir: Path, problems: int, samples_per_problem: int) -> pd.DataFrame:
+    frame = pd.read_parquet(run_dir / "samples.parquet")
+    keys = frame[["problem_id", "sample_index"]]
+    assert not keys.duplicated().any(), "a sample was drawn twice"
+    assert frame["problem_id"].nunique() == problems
+    assert sorted(frame["sample_index"].unique()) == list(range(samples_per_problem))
+    assert len(frame) == problems * samples_per_problem
+    return frame
+
+
+def assert_same_results(run_dir: Path, reference: Path) -> None:
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(run_dir / "samples.parquet"), pd.read_parquet(reference / "samples.parquet")
+    )
+    assert stable_summary(run_dir) == stable_summary(reference)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The INTERRUPTED config run from start to end by Hydra's basic launcher: what resumed runs must equal."""
+    root = tmp_path_factory.mktemp("uninterrupted") / "outputs"
+    sweep(root, "local", *INTERRUPTED)
+    return root / RUN_DIR
+
+
+# --- the tests ------------------------------------------------------------------------------------
+
+
+def test_sweep_is_a_slurm_array_with_the_local_launchers_results(
+    slurm_cluster, outputs: Path, tmp_path: Path
+) -> None:
+    sweep(outputs, "submitit_slurm", *SWEEP)
+    jobs = job_folders(outputs)
+    arrays = {name.split("_")[0] for name in jobs}
+    assert sorted(jobs) == sorted(f"{a}_{i}" for a in arrays for i in (0, 1)) and len(arrays) == 1, jobs
+    array = arrays.pop()
+    # One sbatch script for the whole sweep: an array of 2, the site's partition, no GPU on this machine.
+    script = next(outputs.glob(f"hydra/multirun/*/submitit/{array}/{array}_submission.sh")).read_text()
+    for line in ("--array=0-1", "--partition=debug", "--gpus-per-node=0", "--cpus-per-task=1"):
+        assert line in script, script
+    # SLURM ran both tasks (accounting recorded them), and each ran inside its SLURM job.
+    for name, folder in jobs.items():
+        assert [a[0] for a in sacct_attempts(name)] == ["COMPLETED"]
+        assert f"JobEnvironment(job_id={name}," in (folder / f"{name}_0_log.out").read_text()
+
+    local = tmp_path / "local"
+    sweep(local, "local", *SWEEP)
+    for model in ("tiny_random", "tiny_random_x2"):
+        run = Path(f"sample/arith/{model}/low-compute/seed0")
+        assert_same_results(outputs / run, local / run)
+        assert json.loads((outputs / run / "summary.json").read_text())["num_samples"] > 0
+
+
+def test_cancelled_job_is_finished_by_the_relaunched_sweep(
+    slurm_cluster, outputs: Path, uninterrupted: Path
+) -> None:
+    """scancel mid-run: the sweep fails; launching it again finishes the run, every sample exactly once."""
+    proc = start_sweep(outputs, "submitit_slurm", *INTERRUPTED)
+    try:
+        wait_for(lambda: len(chunk_files(outputs)) >= 2, 300, "two chunks", proc)
+        (job,) = job_folders(outputs)
+        subprocess.run(["scancel", job], check=True)
+        assert proc.wait(timeout=240) != 0, "a sweep whose job was cancelled must fail"
+    finally:
+        proc.kill()
+    assert [a[0] for a in sacct_attempts(job)] == ["CANCELLED"]
+    done = len(chunk_files(outputs))  # the job is dead: nothing more is written
+    assert 2 <= done < 12, "the cancel should land mid-run"
+    assert not (outputs / RUN_DIR / "summary.json").exists()
+
+    sweep(outputs, "submitit_slurm", *INTERRUPTED)
+    assert_exactly_once(outputs / RUN_DIR, problems=12, samples_per_problem=2)
+    assert_same_results(outputs / RUN_DIR, uninterrupted)
+    # The relaunch drew only what the cancelled job had not written.
+    summary = json.loads((outputs / RUN_DIR / "summary.json").read_text())
+    assert summary["new_samples"] == (12 - done) * 2
+
+
+def test_job_requeued_by_slurm_resumes(slurm_cluster, outputs: Path, uninterrupted: Path) -> None:
+    """`scontrol requeue` (what preemption with PreemptMode=REQUEUE does): SLURM kills the job and runs it
+    again; the same sweep command finishes, with every sample exactly once."""
+    proc = start_sweep(outputs, "submitit_slurm", *INTERRUPTED)
+    try:
+        wait_for(lambda: len(chunk_files(outputs)) >= 2, 300, "two chunks", proc)
+        (job,) = job_folders(outputs)
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        assert proc.wait(timeout=300) == 0, (outputs.parent / "sweep.log").read_text()[-3000:]
+    finally:
+        proc.kill()
+    assert [a[0] for a in sacct_attempts(job)] == ["REQUEUED", "COMPLETED"]
+    assert_exactly_once(outputs / RUN_DIR, problems=12, samples_per_problem=2)
+    assert_same_results(outputs / RUN_DIR, uninterrupted)
+    summary = json.loads((outputs / RUN_DIR / "summary.json").read_text())
+    assert 0 < summary["new_samples"] < 12 * 2, "the second attempt must resume, not start over"
+
+
+def test_time_limit_requeues_until_the_run_is_done(slurm_cluster, outputs: Path) -> None:
+    """A 1-minute limit and more than a minute of work: SLURM signals the job before its limit, submitit
+    checkpoints and requeues it, and each attempt resumes from the finished chunks.
+
+    SLURM checks time limits every 30 s, so the signal (signal_delay_s=10) lands 20-50 s into each
+    attempt; a requeued job waits cred_expire (10 s here) before it may start again. More allowed
+    requeues than the site's 3 keep the test robust on a busy machine."""
+    problems = 40
+    started = time.time()
+    sweep(
+        outputs,
+        "submitit_slurm",
+        *(o for o in INTERRUPTED if not o.startswith("dataset.limit=")),
+        f"dataset.limit={problems}",
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.max_num_timeout=6",
+        timeout=560,
+    )
+    elapsed = time.time() - started
+    (job,) = job_folders(outputs)
+    attempts = sacct_attempts(job)
+    states = [a[0] for a in attempts]
+    assert states[-1] == "COMPLETED" and states[:-1] and set(states[:-1]) == {"REQUEUED"}, states
+    assert seconds(attempts[-1][2]) - seconds(attempts[0][1]) > 60, "the work should need more than 1 min"
+    log = job_logs(outputs)
+    assert (
+        "#SBATCH --time=1\n" in next(outputs.glob("hydra/multirun/*/submitit/*/*_submission.sh")).read_text()
+    )
+    assert log.count("Requeued job") == len(states) - 1
+    assert "resuming" in log
+    run_dir = outputs / RUN_DIR
+    assert_exactly_once(run_dir, problems=problems, samples_per_problem=2)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_samples"] == problems * 2 and summary["new_samples"] < problems * 2
+    print(f"{len(states)} attempts, {elapsed:.0f} s")
