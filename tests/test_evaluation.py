@@ -28,6 +28,7 @@ def test_majority_vote_and_its_tie_rule() -> None:
     assert majority_answer(["5", "3", "3", "5"]) == "5"
     assert majority_answer([None, "", "7"]) == "7"  # no answer never votes
     assert majority_answer([None, None]) is None
+    assert majority_answer([float("nan"), "4", float("nan")]) == "4"  # Parquet reads a missing answer as NaN
 
 
 def frame(rows: list[tuple[str, int, str | None, bool]]) -> pd.DataFrame:

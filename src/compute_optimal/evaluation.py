@@ -167,11 +167,12 @@ class _Borrowed(Engine):
 
 def majority_answer(answers: Sequence[str | None]) -> str | None:
     """The most frequent non-empty answer; ties go to the one that appears first."""
-    votes = Counter(a for a in answers if a)
+    valid = [a for a in answers if isinstance(a, str) and a]  # None / NaN (no answer) never vote
+    votes = Counter(valid)
     if not votes:
         return None
     best = max(votes.values())
-    return next(a for a in answers if a and votes[a] == best)
+    return next(a for a in valid if votes[a] == best)
 
 
 def accuracy_metrics(
