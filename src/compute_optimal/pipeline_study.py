@@ -6,6 +6,7 @@ Like :mod:`compute_optimal.pipeline`, these take a composed config and read no H
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,8 @@ def study_report(cfg: DictConfig) -> dict[str, Any]:
         task.report_dir,
         title=str(task.title),
         notes=list(task.notes),
-        data_report=str(data_reports[0]) if data_reports else None,
+        # A relative link, so the report folder can be copied or served as it is.
+        data_report=os.path.relpath(data_reports[0], str(task.report_dir)) if data_reports else None,
     )
     from .reporting.study_report import headline_table, study_data
 

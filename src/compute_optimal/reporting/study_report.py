@@ -225,21 +225,17 @@ def render(
         f"![loss curves]({figures['loss'].name})",
     ]
     if data_report:
-        parts += ["## The synthetic data", f"See the data report: [{data_report}]({data_report})"]
-    if missing:
         parts += [
-            "## Missing runs",
-            "These cells are empty until their runs exist:",
-            *[f"- {cell.label}: `{cell.command}`" for cell in missing],
+            "## The synthetic data",
+            f"Coverage, diversity and false positives of the samples: [data report]({data_report}).",
         ]
+    if missing:
+        lines = "\n".join(f"- {cell.label}: `{cell.command}`" for cell in missing)
+        parts += ["## Missing runs", "These cells are empty until their runs exist:", lines]
+    done = [(c, cell) for c in comparisons for cell in (c.base, c.wc, c.se) if cell.done]
     parts += [
         "## Runs",
-        *[
-            f"- {cell.label} ({c.regime}, {c.budget}): `{cell.run_dir}`"
-            for c in comparisons
-            for cell in (c.base, c.wc, c.se)
-            if cell.done
-        ],
+        "\n".join(f"- {cell.label} ({c.regime}, {c.budget}): `{cell.run_dir}`" for c, cell in done),
     ]
     return "\n\n".join(parts) + "\n"
 
