@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 STUDY_ARGS ?=
 
-.PHONY: setup study test test-fast lint bench clean-outputs
+.PHONY: setup study test test-fast lint bench slurm clean-outputs
 
 setup:
 	bash scripts/setup.sh
@@ -25,6 +25,9 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/sampling_throughput.py
 	$(PY) benchmarks/grading_throughput.py
+
+slurm:
+	bash scripts/slurm_cluster.sh start
 
 clean-outputs:
 	rm -rf outputs
