@@ -31,6 +31,7 @@ def test_recipes_parse_and_merge_overrides(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~10 vLLM-CPU engine starts and 4 fine-tunings on 2 cores
 def test_whole_study_end_to_end(tmp_path: Path) -> None:
     """Sample -> data report -> train -> evaluate -> report on SmolLM2-135M / Gemma-3-270M at the quick
     scale with the default engine (vLLM-CPU), then again: every run is skipped."""
@@ -62,7 +63,7 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
     assert spp[("smollm2_135m", "high-compute")] == 20 and spp[("gemma3_270m", "high-compute")] == 10
     assert spp[("smollm2_135m", "high-number")] == 10
     for s in summaries.values():
-        assert s["num_problems"] == 12 and len(s["coverage_at_k"]) == s["samples_per_problem"]
+        assert s["num_problems"] == 8 and len(s["coverage_at_k"]) == s["samples_per_problem"]
     # Data report with its figures.
     data = out / "reports/data/arith/smollm2_135m-vs-gemma3_270m/seed0"
     assert "coverage" in (data / "report.md").read_text()
@@ -74,12 +75,12 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
         t = json.loads(path.read_text())
         assert t["steps"] == 2 and t["num_examples"] > 0
         assert (Path(t["checkpoint"]) / "model.safetensors").is_file()
-    # Evaluation: 2 base models + 4 students, each with greedy and sampled runs on 8 test problems.
+    # Evaluation: 2 base models + 4 students, each with greedy and sampled runs on 6 test problems.
     evals = list(out.glob("eval/arith/**/eval_summary.json"))
     assert len(evals) == 6
     for path in evals:
         e = json.loads(path.read_text())
-        assert e["num_problems"] == 8 and e["samples_per_problem"] == 2
+        assert e["num_problems"] == 6 and e["samples_per_problem"] == 2
         greedy = pd.read_parquet(path.parent / "greedy/samples.parquet")
         assert e["pass@1_greedy"] == pytest.approx(greedy["correct"].mean())
     # The study report.
