@@ -42,7 +42,6 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
         "compute_optimal.recipes",
         "sweeps/embedded.yaml",
         "experiment=quick",
-        "engine=hf",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
