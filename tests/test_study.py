@@ -47,10 +47,12 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = tmp_path / "quick"
     # Sampling: 2 models x 2 budgets compute-matched, plus WC number-matched.
+    # <out>/sample/arith/<model>/<budget>-<mode>/seed0/summary.json -> (model, budget-mode)
     summaries = {
-        p.parts[-4:-1]: json.loads(p.read_text()) for p in out.glob("sample/arith/*/*/seed0/summary.json")
+        (p.parts[-4], p.parts[-3]): json.loads(p.read_text())
+        for p in out.glob("sample/arith/*/*/seed0/summary.json")
     }
-    assert {(m, b) for _, m, b in summaries} == {
+    assert set(summaries) == {
         ("smollm2_135m", "low-compute"),
         ("smollm2_135m", "high-compute"),
         ("gemma3_270m", "low-compute"),
@@ -58,7 +60,7 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
         ("smollm2_135m", "low-number"),
         ("smollm2_135m", "high-number"),
     }
-    spp = {(m, b): s["samples_per_problem"] for (_, m, b), s in summaries.items()}
+    spp = {key: s["samples_per_problem"] for key, s in summaries.items()}
     assert spp[("smollm2_135m", "high-compute")] == 20 and spp[("gemma3_270m", "high-compute")] == 10
     assert spp[("smollm2_135m", "high-number")] == 10
     for s in summaries.values():
