@@ -19,7 +19,7 @@ from pathlib import Path
 from compute_optimal import models
 from compute_optimal.budget import Budget
 from compute_optimal.data.arith import generate_split
-from compute_optimal.engines import Engine, Request, SamplingSettings, build_engine
+from compute_optimal.engines import Borrowed, Engine, Request, SamplingSettings, build_engine
 from compute_optimal.sampling import plan_sampling, problem_seed, run_sampling
 
 MODEL_CONFIGS = {
@@ -31,16 +31,6 @@ MODEL_CONFIGS = {
     },
     "gemma3_270m": {"name": "gemma3_270m", "source": "embedded", "embedded": "gemma3_270m", "params": 270e6},
 }
-
-
-class Borrowed(Engine):
-    """Lend a running engine to the stage without letting it shut the engine down."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-
-    def generate(self, requests, settings):
-        return self.inner.generate(requests, settings)
 
 
 def reset_prefix_cache(engine: Engine) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 from . import runs
 from .budget import Budget
 from .data import Problem
-from .engines import Engine, SamplingSettings
+from .engines import Borrowed, Engine
 from .metrics import pass_at_k
 from .sampling import plan_sampling, run_sampling
 
@@ -120,7 +120,7 @@ def run_evaluation(
     def shared_engine() -> Engine:
         if "engine" not in engine_holder:
             engine_holder["engine"] = make_engine()
-        return _Borrowed(engine_holder["engine"])
+        return Borrowed(engine_holder["engine"])
 
     try:
         summaries = {
@@ -152,17 +152,6 @@ def run_evaluation(
         }
     runs.atomic_write_json(run_dir / SUMMARY, summary)
     return summary
-
-
-class _Borrowed(Engine):
-    """Lend one running engine to several stage runs; the owner closes it once."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    def generate(self, requests, settings: SamplingSettings):
-        return self.inner.generate(requests, settings)
 
 
 def majority_answer(answers: Sequence[str | None]) -> str | None:

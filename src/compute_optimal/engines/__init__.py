@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .base import Completion, Engine, Generation, Request, SamplingSettings
+from .base import Borrowed, Completion, Engine, Generation, Request, SamplingSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Completion", "Engine", "Generation", "Request", "SamplingSettings", "build_engine"]
+__all__ = ["Borrowed", "Completion", "Engine", "Generation", "Request", "SamplingSettings", "build_engine"]
 
 
 def _vllm_available() -> bool:

@@ -56,3 +56,15 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Borrowed(Engine):
+    """Lend a running engine to code that closes what it is given (a stage's ``with make_engine()``):
+    generation passes through, closing does not; the owner closes the engine once."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
+        return self.inner.generate(requests, settings)
