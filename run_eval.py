@@ -20,6 +20,8 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra
 from omegaconf import DictConfig
 
+import compute_optimal.resolvers  # noqa: F401  (the co.* resolvers the configs use)
+
 
 def tasks() -> dict[str, Callable[[DictConfig], dict]]:
     """Task name (conf/task/<name>.yaml, its `name`) -> the library function that runs it."""
@@ -35,12 +37,14 @@ def tasks() -> dict[str, Callable[[DictConfig], dict]]:
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     from compute_optimal.pipeline import USER_ERRORS
+    from compute_optimal.sweep_group import group_multirun
 
     known = tasks()
     name = str(cfg.task.name)
     if name not in known:
         print(f"error: unknown task {name!r}; known: {', '.join(sorted(known))}", file=sys.stderr)
         sys.exit(2)
+    group_multirun(cfg)  # W&B: one group per sweep
     try:
         result = known[name](cfg)
     except USER_ERRORS as exc:

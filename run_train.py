@@ -16,11 +16,15 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 import hydra
 from omegaconf import DictConfig
 
+import compute_optimal.resolvers  # noqa: F401  (the co.* resolvers the configs use)
+
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     from compute_optimal.pipeline import USER_ERRORS, train
+    from compute_optimal.sweep_group import group_multirun
 
+    group_multirun(cfg)  # W&B: one group per sweep
     try:
         summary = train(cfg)
     except USER_ERRORS as exc:

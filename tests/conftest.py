@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import compute_optimal.resolvers  # noqa: F401  (the co.* resolvers the configs use, as in the entry points)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("COMPUTE_OPTIMAL_DATA", REPO_ROOT.parent / "shared" / "data"))
 

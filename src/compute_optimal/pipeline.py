@@ -134,14 +134,23 @@ def load_model_config(conf_dir: str | Path, name: str | None) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune the regime's student on the data source's finished sampling run; skip when finished."""
+    import torch
+
     from .training.regimes import Regime, Sampler
-    from .training.stage import SUMMARY, plan_training, run_training
+    from .training.stage import SUMMARY, effective_trainer, plan_training, run_training
 
     if (Path(cfg.run_dir) / SUMMARY).is_file():
         log.info("%s is finished; skipping", cfg.run_dir)
         return runs.read_json(Path(cfg.run_dir) / SUMMARY)
     conf_dir = Path(cfg.paths.root) / "conf"
     wc, se = load_model_config(conf_dir, cfg.pair.wc), load_model_config(conf_dir, cfg.pair.se)
+    if cfg.regime.student is None:
+        raise RegimeError(
+            f"regime {cfg.regime.name} needs a student for the pair {cfg.pair.get('name', '')} "
+            f"({cfg.pair.wc} vs {cfg.pair.se}), which names none (pair.distill_student is null). "
+            "Use a pair that has one (pair=gemma2 on a cluster: Gemma-7B; pair=tiny: a tiny random model) "
+            "or name it: pair.distill_student=<model>"
+        )
     student = load_model_config(conf_dir, cfg.regime.student)
     regime = Regime(
         str(cfg.regime.name),
@@ -169,7 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         sample_command=command,
         dataset=_plain(cfg.dataset),
         hparams=_plain(cfg.train),
-        trainer=_plain(cfg.trainer),
+        trainer=effective_trainer(_plain(cfg.trainer), cuda=torch.cuda.is_available()),
         seed=int(cfg.seed),
         logger=_plain(cfg.get("logger")),
     )

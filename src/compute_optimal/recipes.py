@@ -86,6 +86,8 @@ def run_recipe(
     """Run the stages in order; stop at the first failing one (its command is printed to rerun)."""
     name, stages, common = load_recipe(path)
     extra = merge_overrides(common, extra)
+    if not any(_key(o) == "logger.group" for o in extra):  # one W&B group for all stages of this run
+        extra += (f"++logger.group={name}-{time.strftime('%Y%m%d-%H%M%S')}",)
     if only is not None:
         stages = [s for s in stages if s.name == only]
         if not stages:

@@ -5,6 +5,11 @@ get wrong (budget, dataset rows, model, prompt) before any model is loaded. ``ru
 executes a plan: problems are processed in fixed chunks, each written atomically as its own Parquet
 file, so a killed run relaunched with the same config finishes with every sample exactly once. The
 merged ``samples.parquet`` and, last, ``summary.json`` (the completion marker) end the run.
+
+Large runs split over shards (``sampling.num_shards``, one job per ``sampling.shard``, e.g. a SLURM
+array): shard ``s`` of ``n`` does the chunks ``i`` with ``i % n == s`` into the same run folder, and
+whichever shard finds every chunk done merges them, in chunk order, into the very table a single job
+would have written (samples are seeded per problem, never per chunk or shard).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock
 
 from . import runs
 from .analysis import data_quality
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES = "samples.parquet"
 CHUNKS = "chunks"
+SHARDS = "shards"
 COLUMNS = [
     "problem_id",
     "sample_index",
@@ -63,6 +70,8 @@ class SamplingPlan:
     seed: int
     chunk_size: int
     signature: dict[str, Any] = field(default_factory=dict)
+    shard: int = 0  # this job's shard of num_shards (not in the signature: all shards share one run)
+    num_shards: int = 1
 
     @property
     def chunks(self) -> list[list[Problem]]:
@@ -105,6 +114,12 @@ def plan_sampling(
     chunk_size = int(sampling.get("chunk_size", 16))
     if chunk_size < 1:
         raise ValueError(f"sampling.chunk_size must be >= 1, got {chunk_size}")
+    shard, num_shards = int(sampling.get("shard", 0)), int(sampling.get("num_shards", 1))
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(
+            f"sampling.shard must be in [0, sampling.num_shards) and num_shards >= 1; got shard={shard}, "
+            f"num_shards={num_shards}"
+        )
     split = str(dataset.get("split", "train"))
     signature = {
         "stage": "sample",
@@ -148,6 +163,8 @@ def plan_sampling(
         seed=seed,
         chunk_size=chunk_size,
         signature=signature,
+        shard=shard,
+        num_shards=num_shards,
     )
 
 
@@ -174,13 +191,12 @@ def run_sampling(
         return runs.read_summary(plan.run_dir)
     runs.claim_run_dir(plan.run_dir, plan.signature)
     chunks = plan.chunks
-    todo = [i for i in range(len(chunks)) if not _chunk_path(plan.run_dir, i).is_file()]
-    total = len(plan.problems) * plan.samples_per_problem
+    mine = [i for i in range(len(chunks)) if i % plan.num_shards == plan.shard]
+    todo = [i for i in mine if not _chunk_path(plan.run_dir, i).is_file()]
+    total = sum(len(chunks[i]) for i in mine) * plan.samples_per_problem
     done = total - sum(len(chunks[i]) for i in todo) * plan.samples_per_problem
     if todo and done:
-        log.info(
-            "resuming %s: %d of %d chunks already done", plan.run_dir, len(chunks) - len(todo), len(chunks)
-        )
+        log.info("resuming %s: %d of %d chunks already done", plan.run_dir, len(mine) - len(todo), len(mine))
 
     started = time.time()
     new_tokens = new_samples = 0
@@ -196,7 +212,8 @@ def run_sampling(
                 total=total,
                 initial=done,
                 unit="sample",
-                desc=f"{plan.model['name']} {plan.budget.name}",
+                desc=f"{plan.model['name']} {plan.budget.name}"
+                + (f" shard {plan.shard}/{plan.num_shards}" if plan.num_shards > 1 else ""),
                 disable=not progress,
                 dynamic_ncols=True,
             )
@@ -252,6 +269,72 @@ def run_sampling(
                 )
             bar.close()
 
+    work = {
+        "new_samples": new_samples,
+        "new_tokens": new_tokens,
+        "engine_time_s": engine_seconds,
+        "engine": engine_name,
+    }
+    if plan.num_shards == 1:
+        return _merge(plan, started, work, on_finish)
+    work = _record_shard(plan, work)
+    missing = [i for i in range(len(chunks)) if not _chunk_path(plan.run_dir, i).is_file()]
+    if missing:
+        log.info(
+            "%s: shard %d/%d done; %d chunks of other shards to go (the last shard to finish merges)",
+            plan.run_dir,
+            plan.shard,
+            plan.num_shards,
+            len(missing),
+        )
+        return {"finished": False, "run_dir": str(plan.run_dir), "shard": plan.shard,
+                "num_shards": plan.num_shards, "missing_chunks": len(missing)}  # fmt: skip
+    with FileLock(str(plan.run_dir / ".merge.lock")):  # two shards finishing together merge once
+        if runs.is_finished(plan.run_dir):
+            return runs.read_summary(plan.run_dir)
+        shards = _shard_records(plan)
+        total_work = {
+            "new_samples": sum(r["new_samples"] for r in shards),
+            "new_tokens": sum(r["new_tokens"] for r in shards),
+            "engine_time_s": sum(r["engine_time_s"] for r in shards),
+            "engine": next((r["engine"] for r in shards if r["engine"]), None),
+        }
+        return _merge(plan, started, total_work, on_finish, shards=shards)
+
+
+def _shard_path(plan: SamplingPlan, shard: int) -> Path:
+    return plan.run_dir / SHARDS / f"shard-{shard:05d}-of-{plan.num_shards:05d}.json"
+
+
+def _record_shard(plan: SamplingPlan, work: dict[str, Any]) -> dict[str, Any]:
+    """Add this job's work to its shard's record (a requeued shard adds to what it did before)."""
+    path = _shard_path(plan, plan.shard)
+    record = runs.read_json(path) if path.is_file() else {"shard": plan.shard, "jobs": 0}
+    for key in ("new_samples", "new_tokens", "engine_time_s"):
+        record[key] = record.get(key, 0) + work[key]
+    record["engine"] = work["engine"] or record.get("engine")
+    record["jobs"] += 1
+    runs.atomic_write_json(path, record)
+    return record
+
+
+def _shard_records(plan: SamplingPlan) -> list[dict[str, Any]]:
+    records = [
+        runs.read_json(p)
+        for p in sorted((plan.run_dir / SHARDS).glob(f"shard-*-of-{plan.num_shards:05d}.json"))
+    ]
+    return records
+
+
+def _merge(
+    plan: SamplingPlan,
+    started: float,
+    work: Mapping[str, Any],
+    on_finish: Callable[[dict[str, Any]], None] | None,
+    shards: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """All chunks done: the samples table in chunk order, the summary, and last the completion marker."""
+    chunks = plan.chunks
     frame = pd.concat(
         [pd.read_parquet(_chunk_path(plan.run_dir, i)) for i in range(len(chunks))], ignore_index=True
     )
@@ -259,15 +342,18 @@ def run_sampling(
     runs.atomic_write_parquet(plan.run_dir / SAMPLES, frame)
     wall = time.time() - started
     summary = summarize(frame, plan)
+    seconds, new_samples, new_tokens = work["engine_time_s"], work["new_samples"], work["new_tokens"]
     summary.update(
         wall_time_s=round(wall, 3),
-        engine_time_s=round(engine_seconds, 3),
+        engine_time_s=round(seconds, 3),
         new_samples=new_samples,
-        engine=engine_name,
-        samples_per_s=round(new_samples / engine_seconds, 3) if engine_seconds else None,
-        tokens_per_s=round(new_tokens / engine_seconds, 3) if engine_seconds else None,
+        engine=work["engine"],
+        samples_per_s=round(new_samples / seconds, 3) if seconds else None,
+        tokens_per_s=round(new_tokens / seconds, 3) if seconds else None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    if shards is not None:  # wall_time_s is the merging job's; engine time and samples add up over shards
+        summary["shards"] = shards
     if on_finish is not None:
         on_finish(summary)
     runs.atomic_write_json(plan.run_dir / runs.SUMMARY, summary)  # the completion marker: last

@@ -46,6 +46,30 @@ class TrainingPlan:
     signature: dict[str, Any] = field(default_factory=dict)
 
 
+def effective_trainer(trainer: Mapping[str, Any], *, cuda: bool) -> dict[str, Any]:
+    """The trainer settings this machine can run.
+
+    GPU configs say ``accelerator: auto``: with CUDA they run as written; without it they fall back
+    to the CPU in fp32 (bf16 autocast is slower than fp32 on CPUs) with one process per configured
+    device count (``devices: -1``, "all GPUs", becomes 1). DeepSpeed then runs through
+    ``CPUDeepSpeedStrategy``. The fallback is stated in ``fallback`` and in the run's summary.
+    """
+    tr = dict(trainer)
+    if tr.get("accelerator", "auto") != "auto" or cuda:
+        return tr
+    tr["accelerator"] = "cpu"
+    changed = []
+    if "16" in str(tr.get("precision", "32-true")):
+        changed.append(f"precision {tr['precision']} -> 32-true")
+        tr["precision"] = "32-true"
+    if tr.get("devices", 1) in (-1, "-1", "auto", None):
+        changed.append(f"devices {tr.get('devices')} -> 1")
+        tr["devices"] = 1
+    tr["fallback"] = "no CUDA device: CPU" + (f" ({', '.join(changed)})" if changed else "")
+    log.warning("trainer: %s", tr["fallback"])
+    return tr
+
+
 def plan_training(
     *,
     run_dir: str | Path,
@@ -240,7 +264,7 @@ def run_training(
             every_n_train_steps=int(tr.get("checkpoint_every_n_steps", 5)),
         ),
     ]
-    on_cpu = tr.get("accelerator", "auto") == "cpu" or not _cuda()
+    on_cpu = tr.get("accelerator", "auto") == "cpu" or not _cuda()  # see effective_trainer
     trainer = pl.Trainer(
         accelerator=tr.get("accelerator", "auto"),
         devices=tr.get("devices", "auto"),
@@ -292,6 +316,11 @@ def run_training(
             "wall_time_s": round(time.time() - started, 2),
             "checkpoint": str(plan.run_dir / CHECKPOINT),
             "seed": plan.seed,
+            "trainer": {
+                k: tr.get(k)
+                for k in ("accelerator", "strategy", "strategy_options", "precision", "devices", "num_nodes")
+            }
+            | {"world_size": int(trainer.world_size), "fallback": tr.get("fallback")},
         }
         runs.atomic_write_json(plan.run_dir / SUMMARY, summary)  # completion marker: last
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the HF checkpoint supersedes the resume state

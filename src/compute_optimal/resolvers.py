@@ -1,0 +1,106 @@
+"""OmegaConf resolvers the configs use to size SLURM jobs (``co.model``, ``co.resources``).
+
+The entry points import this module before Hydra composes a config, so ``--cfg job --resolve`` and
+the SLURM launcher (which resolves every job's request before submitting) see the same values.
+
+What one job asks for comes from the model it runs (``conf/model/<name>.yaml``, ``resources.<stage>``:
+``nodes``, ``gpus``, ``cpus``, ``mem_gb``, ``timeout_min``; GPUs and CPUs per node), with the site's
+overrides on top (``conf/site/<cluster>.yaml``, ``resources``). The result is what the launcher
+configs read: ``nodes``, ``gpus_per_node``, ``tasks_per_node``, ``cpus_per_task``, ``mem_gb``,
+``timeout_min``. Training runs one process per GPU (Lightning reads SLURM's tasks); sampling and
+evaluation one process per job (vLLM spreads a model over the job's GPUs itself).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+STAGES = ("sample", "train", "eval")
+# A request's keys; a model config that leaves one out gets this value.
+DEFAULT_REQUEST = {"nodes": 1, "gpus": 0, "cpus": 1, "mem_gb": 4, "timeout_min": 60}
+# Which pair member a regime's student is (mirrors training.regimes.ROLES, kept import-free).
+_REGIME_ROLE = {"knowledge_distillation": "distill_student", "self_improvement": "wc", "weak_to_strong": "se"}
+
+
+def conf_dir() -> Path:
+    """The repository's conf/ (entry points set PROJECT_ROOT; else this source checkout's)."""
+    root = os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[2]
+    return Path(root) / "conf"
+
+
+def model_config(name: str | None) -> DictConfig | None:
+    """``conf/model/<name>.yaml`` resolved on its own (model configs interpolate ``${model.*}``)."""
+    if name is None or name == "None":
+        return None
+    path = conf_dir() / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown model {name!r} (no {path}); known: {known}")
+    node = OmegaConf.create({"model": OmegaConf.load(path)})
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=True)["model"])
+
+
+def job_resources(stage: str, model: Mapping[str, Any] | None, site: Mapping[str, Any] | None) -> DictConfig:
+    """One SLURM job's request for ``stage`` of ``model`` (a model config or None), site overrides on top."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    by_stage = (model or {}).get("resources") or {}
+    # Evaluation runs the model as sampling does: same GPUs unless the model says otherwise.
+    asked = by_stage.get(stage) or (by_stage.get("sample") if stage == "eval" else None) or {}
+    request = {**DEFAULT_REQUEST, **_plain(asked)}
+    request.update({k: v for k, v in _plain(site or {}).items() if v is not None})
+    unknown = sorted(set(request) - set(DEFAULT_REQUEST))
+    if unknown:
+        raise ValueError(f"unknown resource keys {unknown}; expected {sorted(DEFAULT_REQUEST)}")
+    gpus, nodes = int(request["gpus"]), int(request["nodes"])
+    if stage != "train" and nodes != 1:
+        raise ValueError(
+            f"{stage} runs on one node (vLLM spreads a model over one node's GPUs); got nodes={nodes}"
+        )
+    tasks = max(gpus, 1) if stage == "train" else 1
+    # A DictConfig, not a dict: OmegaConf.resolve (--cfg job --resolve) only accepts configs here.
+    return OmegaConf.create(
+        {
+            "nodes": nodes,
+            "gpus_per_node": gpus,
+            "tasks_per_node": tasks,
+            "cpus_per_task": max(1, int(request["cpus"]) // tasks),
+            "mem_gb": int(request["mem_gb"]),
+            "timeout_min": int(request["timeout_min"]),
+        }
+    )
+
+
+def eval_model(base: Any, regime: str | None, student: str | None, pair: Mapping[str, Any]) -> Any:
+    """The model config an evaluation job runs: the base model, or the student a checkpoint belongs to."""
+    if regime is None or regime == "None":
+        return base
+    if student in (None, "None"):
+        if regime not in _REGIME_ROLE:
+            raise ValueError(f"unknown regime {regime!r}; expected one of {sorted(_REGIME_ROLE)}")
+        student = pair.get(_REGIME_ROLE[regime])
+    return model_config(student)
+
+
+def _plain(node: Any) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+
+
+def register() -> None:
+    """Register the resolvers (idempotent)."""
+    resolvers = {
+        "co.model": model_config,
+        "co.resources": job_resources,
+        "co.eval_model": eval_model,
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register()
