@@ -95,3 +95,61 @@ def test_cfg_job_prints_the_composed_config(repo_root: Path) -> None:
     assert cfg.model.tensor_parallel_size == 2
     assert cfg.budget.reference_samples == 10
     assert cfg.dataset.prompt.num_shots == 8
+
+
+# --- what one SLURM job asks for (compute_optimal.resolvers) --------------------------------------
+
+
+def compose_config(config: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config, overrides=list(overrides))
+
+
+def test_job_resources_come_from_the_model_with_site_overrides() -> None:
+    cluster = "site=example_cluster"  # no resource overrides: what the models ask for
+    sample = compose_config("sample", "model=gemma2_27b", cluster).resources
+    assert (sample.nodes, sample.gpus_per_node, sample.tasks_per_node) == (1, 2, 1)  # tensor parallel 2
+    assert compose_config("sample", "model=gemma2_9b", cluster).resources.gpus_per_node == 1
+    # Training: nodes x GPUs of the student, one process per GPU, CPUs split over the processes.
+    train = compose_config("train", "pair=gemma2", "regime=weak_to_strong", cluster).resources
+    assert (train.nodes, train.gpus_per_node, train.tasks_per_node, train.cpus_per_task) == (2, 8, 8, 8)
+    assert (
+        compose_config("train", "pair=gemma2", "regime=knowledge_distillation", cluster).resources.nodes == 1
+    )
+    # Evaluation: the model the task runs; for a checkpoint, the student it belongs to.
+    base = compose_config("eval", "task=evaluate", "model=gemma2_27b", cluster).resources
+    student = compose_config(
+        "eval", "task=evaluate", "pair=gemma2", "task.checkpoint.regime=self_improvement", cluster
+    ).resources
+    assert (base.gpus_per_node, student.gpus_per_node) == (2, 1)
+    # The site (here the command line) replaces any key for every job; the test site never asks for GPUs.
+    assert (
+        compose_config(
+            "sample", "model=gemma2_27b", cluster, "+site.resources.timeout_min=30"
+        ).resources.timeout_min
+        == 30
+    )
+    assert compose_config("train", "pair=gemma2", "regime=weak_to_strong").resources.gpus_per_node == 0
+
+
+def test_bad_resource_requests_are_refused() -> None:
+    from compute_optimal.resolvers import job_resources
+
+    with pytest.raises(ValueError, match="unknown resource keys"):
+        job_resources("sample", {"resources": {"sample": {"gpu": 1}}}, None)
+    with pytest.raises(ValueError, match="one node"):
+        job_resources("sample", {"resources": {"sample": {"nodes": 2}}}, None)
+    with pytest.raises(ValueError, match="unknown stage"):
+        job_resources("serve", None, None)
+
+
+def test_launchers_read_the_jobs_resources() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="sample",
+            overrides=["model=gemma2_27b", "site=example_cluster", "hydra/launcher=submitit_slurm"],
+            return_hydra_config=True,
+        )
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params["_target_"].endswith("GroupedSlurmLauncher")
+    assert (params["gpus_per_node"], params["timeout_min"], params["partition"]) == (2, 480, "gpu")

@@ -44,7 +44,7 @@ DATASET = {
 }
 
 
-def make_plan(run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_tokens: int = 12):
+def make_plan(run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_tokens: int = 12, **shards: int):
     budget = Budget("low", "number", "tiny_random", samples, 6.6e6)
     return plan_sampling(
         run_dir=run_dir,
@@ -52,7 +52,7 @@ def make_plan(run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_toke
         budget=budget,
         dataset=DATASET,
         problems=PROBLEMS,
-        sampling={"temperature": 1.0, "max_new_tokens": max_new_tokens, "chunk_size": chunk_size},
+        sampling={"temperature": 1.0, "max_new_tokens": max_new_tokens, "chunk_size": chunk_size, **shards},
         seed=0,
         engine_backend="hf",
     )
@@ -126,6 +126,41 @@ def test_samples_do_not_depend_on_chunking(tmp_path: Path, tiny_checkpoint: str)
     # ... and the n samples of one problem are not all the same.
     frame = pd.read_parquet(a["samples_path"])
     assert frame.groupby("problem_id")["completion"].nunique().max() > 1
+
+
+def test_shards_merge_into_the_single_job_table(tmp_path: Path, tiny_checkpoint: str) -> None:
+    """Three shards (5 problems in 3 chunks: 2+2+1) fill one run; the last merges it, as one job would."""
+    single = run_sampling(make_plan(tmp_path / "single"), hf_engine(tiny_checkpoint), progress=False)
+    run_dir = tmp_path / "sharded"
+    done = []
+    for shard in (2, 0):
+        part = run_sampling(
+            make_plan(run_dir, num_shards=3, shard=shard), hf_engine(tiny_checkpoint), progress=False
+        )
+        assert part["finished"] is False and not runs.is_finished(run_dir)
+        done.append(part["missing_chunks"])
+    assert done == [2, 1]  # shard s does chunks s, s+3, ...: one chunk each here
+    merged = run_sampling(
+        make_plan(run_dir, num_shards=3, shard=1), hf_engine(tiny_checkpoint), progress=False
+    )
+    assert runs.is_finished(run_dir)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(merged["samples_path"]), pd.read_parquet(single["samples_path"])
+    )
+    # The ledger adds up over shards: the same tokens and FLOPs as the single job, and every shard's work.
+    for key in ("generated_tokens", "measured_flops", "planned_flops", "num_samples", "coverage", "accuracy"):
+        assert merged[key] == single[key], key
+    assert [r["shard"] for r in merged["shards"]] == [0, 1, 2]
+    assert sum(r["new_samples"] for r in merged["shards"]) == merged["new_samples"] == 5 * 3
+    assert sum(r["new_tokens"] for r in merged["shards"]) == merged["generated_tokens"]
+    # A shard relaunched after the merge (a requeued array task) finds the run finished.
+    again = run_sampling(make_plan(run_dir, num_shards=3, shard=0), lambda: None, progress=False)
+    assert again == merged
+
+
+def test_bad_shard_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"sampling\.shard"):
+        make_plan(tmp_path / "run", num_shards=2, shard=2)
 
 
 def test_problem_seed_is_stable_and_spread() -> None:

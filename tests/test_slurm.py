@@ -1,8 +1,10 @@
 """Sweeps through a real SLURM (scripts/slurm_cluster.sh: one node, with accounting) via submitit.
 
-A sweep of run_sample.py with hydra/launcher=submitit_slurm becomes a SLURM job array; these tests check
-that its results equal those of the local launcher, and that a job cancelled mid-run, requeued by SLURM
-(what preemption does) or stopped by its time limit ends with every sample exactly once.
+A sweep of run_sample.py with hydra/launcher=submitit_slurm becomes SLURM job arrays, one per distinct
+resource request; these tests check that its results (problem shards merged) equal those of one job
+per run under the local launcher, that a job cancelled mid-run, requeued by SLURM (what preemption
+does) or stopped by its time limit ends with every sample exactly once, and that a recipe's dependent
+stages (sample -> train -> evaluate) run one after another as SLURM jobs.
 They need root the first time (the script installs Debian packages and starts system daemons) and skip,
 with the reason, where the cluster cannot start.
 """
@@ -25,15 +27,21 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "slurm_cluster.sh"
 
-# A two-job sweep on the tiny random models (seconds per job).
+# A four-job sweep on the tiny random models (seconds per job): two models whose sampling jobs ask for
+# different time limits (conf/model: 10 and 15 min), each run split over two problem shards.
 SWEEP = (
     "model=tiny_random,tiny_random_x2",
     "budget=low",
     "engine=hf",
     "dataset.limit=3",
+    "sampling.chunk_size=1",
+    "sampling.num_shards=2",
+    "sampling.shard=0,1",
     "sampling.max_new_tokens=6",
     "logger=none",
 )
+# The same runs, one job each.
+UNSHARDED = tuple(o for o in SWEEP if not o.startswith("sampling.shard"))
 PROBLEMS = 16
 # One job with one problem per chunk, ~20 s of sampling: long enough to be interrupted mid-run, even
 # though a cancelled job keeps running for KillWait (5 s) after SIGTERM, which submitit ignores.
@@ -48,7 +56,7 @@ INTERRUPTED = (
 )
 RUN_DIR = Path("sample/arith/tiny_random/low-compute/seed0")
 # Summary fields that differ between two runs of the same config: timings, paths, the resume count.
-VOLATILE = {"new_samples", "samples_path", "wandb_dir"}
+VOLATILE = {"new_samples", "samples_path", "wandb_dir", "shards"}
 FINISHED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
 
 
@@ -227,30 +235,39 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- the tests ------------------------------------------------------------------------------------
 
 
-def test_sweep_is_a_slurm_array_with_the_local_launchers_results(
+def test_sweep_is_slurm_arrays_with_the_local_launchers_results(
     slurm_cluster, outputs: Path, tmp_path: Path
 ) -> None:
     sweep(outputs, "submitit_slurm", *SWEEP)
     jobs = job_folders(outputs)
-    arrays = {name.split("_")[0] for name in jobs}
-    assert sorted(jobs) == sorted(f"{a}_{i}" for a in arrays for i in (0, 1)) and len(arrays) == 1, jobs
-    array = arrays.pop()
-    # One sbatch script for the whole sweep: an array of 2, the site's partition, no GPU on this machine.
-    script = next(outputs.glob(f"hydra/multirun/*/submitit/{array}/{array}_submission.sh")).read_text()
-    for line in ("--array=0-1", "--partition=debug", "--gpus-per-node=0", "--cpus-per-task=1"):
-        assert line in script, script
-    # SLURM ran both tasks (accounting recorded them), and each ran inside its SLURM job.
+    arrays = sorted({name.split("_")[0] for name in jobs})
+    # One array per resource request: each model's two shards share one.
+    assert len(arrays) == 2 and sorted(jobs) == sorted(f"{a}_{i}" for a in arrays for i in (0, 1)), jobs
+    limits = {}
+    for array in arrays:
+        script = next(outputs.glob(f"hydra/multirun/*/submitit/{array}/{array}_submission.sh")).read_text()
+        # The site's partition, no GPU on this machine, and the model's own time limit.
+        for line in ("--array=0-1", "--partition=debug", "--gpus-per-node=0", "--cpus-per-task=1"):
+            assert line in script, script
+        limit = int(script.split("#SBATCH --time=")[1].split()[0])
+        logs = "".join((jobs[f"{array}_{t}"] / f"{array}_{t}_0_log.out").read_text() for t in (0, 1))
+        limits[limit] = {m for m in ("tiny_random", "tiny_random_x2") if f" - {m} on arith" in logs}
+    assert limits == {10: {"tiny_random"}, 15: {"tiny_random_x2"}}, limits
+    # SLURM ran every task (accounting recorded them), and each ran inside its SLURM job.
     for name, folder in jobs.items():
         assert [a[0] for a in sacct_attempts(name)] == ["COMPLETED"]
         assert f"JobEnvironment(job_id={name}," in (folder / f"{name}_0_log.out").read_text()
         assert (folder / f"{name}_0_result.pkl").is_file()
 
+    # The shards merged into the table (and ledger) one job per run writes.
     local = tmp_path / "local"
-    sweep(local, "local", *SWEEP)
+    sweep(local, "local", *UNSHARDED)
     for model in ("tiny_random", "tiny_random_x2"):
         run = Path(f"sample/arith/{model}/low-compute/seed0")
         assert_same_results(outputs / run, local / run)
-        assert json.loads((outputs / run / "summary.json").read_text())["num_samples"] > 0
+        summary = json.loads((outputs / run / "summary.json").read_text())
+        assert summary["num_samples"] > 0 and [r["shard"] for r in summary["shards"]] == [0, 1]
+        assert sum(r["new_samples"] for r in summary["shards"]) == summary["num_samples"]
 
 
 def test_cancelled_job_is_finished_by_the_relaunched_sweep(
@@ -337,3 +354,68 @@ def test_time_limit_requeues_until_the_run_is_done(slurm_cluster, outputs: Path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["num_samples"] == problems * 2 and summary["new_samples"] < problems * 2
     print(f"{len(states)} attempts ({states}), {elapsed:.0f} s")
+
+
+# A recipe whose stages depend on each other, every stage a sweep of SLURM jobs: SmolLM2 samples 3
+# one-step problems (8 samples each: some are correct), learns from its correct samples for 2 steps,
+# and the student is evaluated greedily on 2 test problems. Each job gets 1 CPU (the site's request).
+CHAIN = """
+name: slurm_chain
+common: [experiment=quick, hydra/launcher=submitit_slurm, dataset.limit=3, "dataset.loader.levels=[1]",
+         budget=custom, budget.reference_samples=4]
+stages:
+  - name: sample
+    script: run_sample.py
+    multirun: true
+    overrides: [model=smollm2_135m, engine=hf, sampling.max_new_tokens=48, progress=false]
+  - name: train
+    script: run_train.py
+    multirun: true
+    overrides: [regime=self_improvement, data.source=wc, train.max_steps=2, train.batch_size=2,
+                train.max_length=160, progress=false]
+  - name: evaluate
+    script: run_eval.py
+    multirun: true
+    overrides: [task=evaluate, task.checkpoint.regime=self_improvement, task.checkpoint.source=wc, engine=hf,
+                task.limit=2, task.num_samples=0, task.max_new_tokens=32, progress=false]
+"""
+
+
+def test_recipe_stages_run_as_dependent_slurm_jobs(slurm_cluster, outputs: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "slurm_chain.yaml"
+    recipe.write_text(CHAIN)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compute_optimal.recipes", str(recipe)],
+        cwd=REPO_ROOT,
+        env=_env(outputs),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{job_logs(outputs)[-4000:]}"
+    root = outputs / "quick"  # experiment=quick keeps its own outputs folder
+    sample_dir = root / "sample/arith/smollm2_135m/custom-s4-compute/seed0"
+    train_dir = root / "train/arith/self_improvement/smollm2_135m/wc-custom-s4-compute/seed0"
+    eval_dir = root / "eval/arith/self_improvement/smollm2_135m/wc-custom-s4-compute/seed0/greedy"
+    sampled = json.loads((sample_dir / "summary.json").read_text())
+    trained = json.loads((train_dir / "train_summary.json").read_text())
+    evaluated = json.loads((eval_dir / "summary.json").read_text())
+    assert sampled["correct_samples"] > 0 and sampled["num_samples"] == 3 * sampled["samples_per_problem"]
+    assert trained["steps"] == 2 and trained["samples_run"] == str(sample_dir)
+    assert (train_dir / "checkpoint/model.safetensors").is_file()
+    assert evaluated["num_problems"] == 2 and evaluated["model"] == "smollm2_135m"
+
+    # Each stage was one SLURM job, and each started after the one before it had ended.
+    jobs = {}
+    for stage in ("sample", "train", "eval"):
+        (folder,) = [f for name, f in job_folders(root).items() if f"/multirun/{stage}-" in str(f)]
+        ((state, start, end),) = sacct_attempts(folder.name)
+        assert state == "COMPLETED"
+        jobs[stage] = (seconds(start), seconds(end))
+    assert jobs["sample"][1] <= jobs["train"][0] and jobs["train"][1] <= jobs["eval"][0], jobs
+
+    # One W&B group for the whole recipe run: every stage's offline run carries it.
+    group = proc.stdout.split("++logger.group=", 1)[1].split()[0]
+    assert group.startswith("slurm_chain-")
+    wandb_runs = list(root.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(wandb_runs) == 3 and all(group.encode() in f.read_bytes() for f in wandb_runs)

@@ -176,6 +176,9 @@ def test_every_trainer_and_regime_config_composes(trainer: str, regime: str) -> 
     assert resolved["regime"]["student"] == student[regime]
     assert resolved["run_dir"].endswith(f"/train/arith/{regime}/{student[regime]}/wc-high-compute/seed0")
     assert resolved["trainer"]["strategy"] in ("auto", "ddp", "deepspeed")
+    # GPU configs pick the accelerator themselves (CPU fallback without CUDA, see effective_trainer).
+    assert resolved["trainer"]["accelerator"] == ("cpu" if trainer == "cpu" else "auto")
+    assert resolved["resources"]["nodes"] >= 1 and resolved["student"]["name"] == student[regime]
     if trainer.startswith("deepspeed"):
         assert resolved["trainer"]["strategy_options"]["stage"] in (2, 3)
 
@@ -321,7 +324,10 @@ def _step(path: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(("stage", "devices"), [(2, 1), (3, 2)])
 def test_deepspeed_zero_on_cpu(tiny_data: Path, stage: int, devices: int) -> None:
-    """Real DeepSpeed ZeRO steps on CPU over gloo (ZeRO-3 with 2 processes, parameters partitioned)."""
+    """Real DeepSpeed ZeRO steps on CPU over gloo (ZeRO-3 with 2 processes, parameters partitioned).
+
+    The trainer configs are the GPU ones, unchanged but for the process count: without CUDA they fall
+    back to the CPU in fp32 (the same command a cluster runs trains here)."""
     run_cli(
         tiny_data,
         "pair=tiny",
@@ -331,13 +337,19 @@ def test_deepspeed_zero_on_cpu(tiny_data: Path, stage: int, devices: int) -> Non
         "progress=false",
         "train.max_steps=3",
         f"trainer=deepspeed_zero{stage}",
-        "trainer.accelerator=cpu",
-        "trainer.precision=32-true",
         f"trainer.devices={devices}",
     )
     run_dir = tiny_data / "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["steps"] == 3
+    trainer = summary["trainer"]
+    assert (trainer["accelerator"], trainer["precision"], trainer["world_size"]) == (
+        "cpu",
+        "32-true",
+        devices,
+    )
+    assert trainer["strategy_options"]["stage"] == stage
+    assert "no CUDA device" in trainer["fallback"] and "bf16-mixed -> 32-true" in trainer["fallback"]
     from transformers import AutoModelForCausalLM
 
     student = AutoModelForCausalLM.from_pretrained(summary["checkpoint"])
@@ -369,8 +381,22 @@ def test_missing_sampling_run_names_it_and_the_command(tmp_path: Path) -> None:
 
 
 def test_embedded_pair_has_no_distillation_student(tmp_path: Path) -> None:
-    proc = run_cli(tmp_path, "regime=knowledge_distillation", check=False)
+    proc = run_cli(tmp_path, "regime=knowledge_distillation", "trainer=deepspeed_zero2", check=False)
     assert proc.returncode == 2 and "pair.distill_student" in proc.stderr
+    assert "pair=gemma2" in proc.stderr and "pair=tiny" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_trainer_configs_fall_back_to_the_cpu() -> None:
+    from compute_optimal.training.stage import effective_trainer
+
+    gpu = OmegaConf.to_container(compose_train("trainer=deepspeed_zero3").trainer, resolve=True)
+    on_gpu = effective_trainer(gpu, cuda=True)
+    assert on_gpu == gpu  # as written
+    on_cpu = effective_trainer(gpu, cuda=False)
+    assert (on_cpu["accelerator"], on_cpu["precision"], on_cpu["devices"]) == ("cpu", "32-true", 1)
+    assert on_cpu["strategy"] == "deepspeed" and on_cpu["strategy_options"] == {"stage": 3}
+    cpu = OmegaConf.to_container(compose_train("trainer=cpu").trainer, resolve=True)
+    assert effective_trainer(cpu, cuda=False) == cpu  # the CPU config is never rewritten
 
 
 def test_misfit_student_is_refused(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 ENTRY_POINTS = ("run_sample.py", "run_train.py", "run_eval.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where the entry points are (src/compute_optimal/..)
 
 
 class RecipeError(ValueError):
@@ -92,7 +93,7 @@ def run_recipe(
         stages = [s for s in stages if s.name == only]
         if not stages:
             raise RecipeError(f"recipe {name} has no stage {only!r}")
-    cwd = Path(cwd) if cwd else Path(path).resolve().parents[1]
+    cwd = Path(cwd) if cwd else REPO_ROOT
     timings = []
     for i, stage in enumerate(stages, 1):
         command = stage.command(python, extra)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,13 @@ class SweepJobsFailed(RuntimeError):
 
 
 class _GroupedLauncher(BaseSubmititLauncher):
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """Run one job (on the node); a job that failed writes its traceback into its own log."""
+        result = super().__call__(*args, **kwargs)
+        if result.status == JobStatus.FAILED and isinstance(result._return_value, BaseException):
+            traceback.print_exception(result._return_value)
+        return result
+
     def job_params(self, overrides: Sequence[str]) -> dict[str, Any]:
         """The resolved launcher parameters of one job of the sweep."""
         assert self.hydra_context is not None and self.config is not None

@@ -1,0 +1,80 @@
+"""Sweeps through this project's submitit launchers on this machine (submitit's local executor).
+
+What the real-SLURM tests (test_slurm.py) check for arrays and requeues, these check without a
+scheduler: a failed job of a sweep is reported with its log file while the others finish, the
+relaunched sweep redoes only what is unfinished, and the W&B runs of one sweep share a group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = Path("sample/arith/tiny_random/low-compute/seed0")
+BASE = (
+    "model=tiny_random",
+    "budget=low",
+    "engine=hf",
+    "dataset.limit=4",
+    "sampling.chunk_size=1",
+    "sampling.max_new_tokens=6",
+    "sampling.num_shards=2",
+    "progress=false",
+)
+
+
+def sweep(outputs: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "COMPUTE_OPTIMAL_OUTPUTS": str(outputs),
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "run_sample.py", "-m", *BASE, *overrides, "hydra/launcher=submitit_local"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_failed_job_is_reported_with_its_log_and_the_relaunch_finishes(tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    # Shard 3 of 2 does not exist: that job fails; shard 0 does its chunks all the same.
+    failed = sweep(outputs, "sampling.shard=0,3")
+    assert failed.returncode != 0
+    assert "1 of 2 jobs failed" in failed.stderr, failed.stderr[-3000:]
+    assert "sampling.shard=3" in failed.stderr
+    log_path = Path(failed.stderr.split("log: ", 1)[1].split()[0])
+    assert log_path.is_file() and "sampling.shard must be in [0, sampling.num_shards)" in log_path.read_text()
+    run_dir = outputs / RUN_DIR
+    assert sorted(p.name for p in (run_dir / "chunks").iterdir()) == [
+        "chunk-00000.parquet",
+        "chunk-00002.parquet",
+    ]
+    assert not (run_dir / "summary.json").exists()  # half a run is never mistaken for a finished one
+
+    done = sweep(outputs, "sampling.shard=0,1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_samples"] == 4 * summary["samples_per_problem"]
+    # Shard 0 had nothing left to do; shard 1 drew the other half. Every sample exactly once.
+    by_shard = {r["shard"]: r for r in summary["shards"]}
+    assert by_shard[0]["jobs"] == 2 and by_shard[1]["jobs"] == 1
+    assert by_shard[0]["new_samples"] == by_shard[1]["new_samples"] == summary["num_samples"] // 2
+
+    # The merged run was logged to W&B (offline) in the group named after the relaunched sweep's folder.
+    (sweep_dir,) = [p for p in (outputs / "hydra/multirun").iterdir() if "shard=1" in " ".join(os.listdir(p))]
+    wandb_runs = list((outputs / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(wandb_runs) == 1
+    assert sweep_dir.name.encode() in wandb_runs[0].read_bytes()
