@@ -41,7 +41,7 @@ SWEEP = (
     "logger=none",
 )
 # The same runs, one job each.
-UNSHARDED = tuple(o for o in SWEEP if not o.startswith("sampling.shard"))
+UNSHARDED = tuple(o for o in SWEEP if not o.startswith(("sampling.shard", "sampling.num_shards")))
 PROBLEMS = 16
 # One job with one problem per chunk, ~20 s of sampling: long enough to be interrupted mid-run, even
 # though a cancelled job keeps running for KillWait (5 s) after SIGTERM, which submitit ignores.
@@ -419,3 +419,45 @@ def test_recipe_stages_run_as_dependent_slurm_jobs(slurm_cluster, outputs: Path,
     assert group.startswith("slurm_chain-")
     wandb_runs = list(root.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(wandb_runs) == 3 and all(group.encode() in f.read_bytes() for f in wandb_runs)
+
+
+def test_training_job_with_two_slurm_tasks_runs_zero3_over_them(slurm_cluster, outputs: Path) -> None:
+    """A training job of 2 tasks (what a GPU job asks for: one process per GPU) trains one DeepSpeed
+    ZeRO-3 model over both: Lightning reads the ranks and the world from SLURM. No GPU here, so the
+    GPU trainer config falls back to the CPU (gloo) and the task count sets the process count."""
+    from compute_optimal.data.arith import generate_split
+    from tests.fake_runs import write_sampling_run
+
+    problems = generate_split("train", num_train=200, num_test=100, seed=1234)[:24]  # conf/dataset/arith.yaml
+    write_sampling_run(outputs, problems, dataset="arith", model="tiny_random")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run_train.py",
+            "-m",
+            "pair=tiny",
+            "regime=knowledge_distillation",
+            "data.source=wc",
+            "trainer=deepspeed_zero3",
+            "train.max_steps=2",
+            "logger=none",
+            "progress=false",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.tasks_per_node=2",
+        ],
+        cwd=REPO_ROOT,
+        env=_env(outputs),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{job_logs(outputs)[-6000:]}"
+    ((job, folder),) = job_folders(outputs).items()
+    assert "#SBATCH --ntasks-per-node=2" in next(folder.glob("*_submission.sh")).read_text()
+    assert [a[0] for a in sacct_attempts(job)] == ["COMPLETED"]
+    assert (folder / f"{job}_0_log.out").is_file() and (folder / f"{job}_1_log.out").is_file()
+    run_dir = outputs / "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["trainer"]["world_size"] == 2
+    assert summary["trainer"]["devices"] == 2 and summary["trainer"]["strategy_options"]["stage"] == 3
+    assert (run_dir / "checkpoint/model.safetensors").is_file()

@@ -8,6 +8,7 @@ here reads Hydra's global state, so tests call these functions directly.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,11 @@ def load_model_config(conf_dir: str | Path, name: str | None) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)["model"]
 
 
+def _slurm_tasks_per_node() -> int:
+    """Processes SLURM started on this node for this job (1 outside SLURM); e.g. "2" or "2(x3)"."""
+    return int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0].split(",")[0])
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune the regime's student on the data source's finished sampling run; skip when finished."""
     import torch
@@ -178,7 +184,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         sample_command=command,
         dataset=_plain(cfg.dataset),
         hparams=_plain(cfg.train),
-        trainer=effective_trainer(_plain(cfg.trainer), cuda=torch.cuda.is_available()),
+        trainer=effective_trainer(
+            _plain(cfg.trainer), cuda=torch.cuda.is_available(), processes_per_node=_slurm_tasks_per_node()
+        ),
         seed=int(cfg.seed),
         logger=_plain(cfg.get("logger")),
     )

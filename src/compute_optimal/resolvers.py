@@ -1,4 +1,4 @@
-"""OmegaConf resolvers the configs use to size SLURM jobs (``co.model``, ``co.resources``).
+"""OmegaConf resolvers the configs use: SLURM job sizes (``co.model``, ``co.resources``), folder names.
 
 The entry points import this module before Hydra composes a config, so ``--cfg job --resolve`` and
 the SLURM launcher (which resolves every job's request before submitting) see the same values.
@@ -13,6 +13,7 @@ evaluation one process per job (vLLM spreads a model over the job's GPUs itself)
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -87,6 +88,16 @@ def eval_model(base: Any, regime: str | None, student: str | None, pair: Mapping
     return model_config(student)
 
 
+def dirname(overrides: str, limit: int = 96) -> str:
+    """A sweep job's folder name from its overrides, cut to ``limit`` characters plus a hash of the
+    whole (file systems refuse names over 255 bytes; a recipe's overrides easily exceed that)."""
+    overrides = str(overrides)
+    if len(overrides) <= limit:
+        return overrides
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:8]
+    return f"{overrides[:limit]}..{digest}"
+
+
 def _plain(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
@@ -97,6 +108,7 @@ def register() -> None:
         "co.model": model_config,
         "co.resources": job_resources,
         "co.eval_model": eval_model,
+        "co.dirname": dirname,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -46,13 +46,15 @@ class TrainingPlan:
     signature: dict[str, Any] = field(default_factory=dict)
 
 
-def effective_trainer(trainer: Mapping[str, Any], *, cuda: bool) -> dict[str, Any]:
+def effective_trainer(
+    trainer: Mapping[str, Any], *, cuda: bool, processes_per_node: int = 1
+) -> dict[str, Any]:
     """The trainer settings this machine can run.
 
     GPU configs say ``accelerator: auto``: with CUDA they run as written; without it they fall back
-    to the CPU in fp32 (bf16 autocast is slower than fp32 on CPUs) with one process per configured
-    device count (``devices: -1``, "all GPUs", becomes 1). DeepSpeed then runs through
-    ``CPUDeepSpeedStrategy``. The fallback is stated in ``fallback`` and in the run's summary.
+    to the CPU in fp32 (bf16 autocast is slower than fp32 on CPUs), and ``devices: -1`` ("all GPUs")
+    becomes ``processes_per_node`` (the SLURM tasks per node under SLURM, else 1). DeepSpeed then runs
+    through ``CPUDeepSpeedStrategy``. The fallback is stated in ``fallback`` and in the run's summary.
     """
     tr = dict(trainer)
     if tr.get("accelerator", "auto") != "auto" or cuda:
@@ -63,8 +65,8 @@ def effective_trainer(trainer: Mapping[str, Any], *, cuda: bool) -> dict[str, An
         changed.append(f"precision {tr['precision']} -> 32-true")
         tr["precision"] = "32-true"
     if tr.get("devices", 1) in (-1, "-1", "auto", None):
-        changed.append(f"devices {tr.get('devices')} -> 1")
-        tr["devices"] = 1
+        changed.append(f"devices {tr.get('devices')} -> {processes_per_node}")
+        tr["devices"] = processes_per_node
     tr["fallback"] = "no CUDA device: CPU" + (f" ({', '.join(changed)})" if changed else "")
     log.warning("trainer: %s", tr["fallback"])
     return tr

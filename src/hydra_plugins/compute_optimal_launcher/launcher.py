@@ -24,6 +24,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
+import compute_optimal.resolvers  # noqa: F401  (jobs resolve the co.* interpolations on their node)
+
 log = logging.getLogger(__name__)
 
 # Executor-level settings (not per-job SLURM parameters).
