@@ -121,16 +121,13 @@ def tracking_log(cfg: DictConfig, summary: dict[str, Any], plan: Any) -> str | N
 
 def load_model_config(conf_dir: str | Path, name: str | None) -> dict[str, Any]:
     """A model config of ``conf/model/`` by name (the training student is named by the regime)."""
+    from .resolvers import model_config
+
     if not name:
         raise ModelError(
             "no model named here (null): set it on the command line, e.g. pair.distill_student=<model>"
         )
-    path = Path(conf_dir) / "model" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ModelError(f"unknown model {name!r} (no {path}); known: {known}")
-    node = OmegaConf.create({"model": OmegaConf.load(path)})  # model configs interpolate ${model.*}
-    return OmegaConf.to_container(node, resolve=True)["model"]
+    return OmegaConf.to_container(model_config(name, conf_dir), resolve=True)
 
 
 def _slurm_tasks_per_node() -> int:

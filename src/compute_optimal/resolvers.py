@@ -34,14 +34,17 @@ def conf_dir() -> Path:
     return Path(root) / "conf"
 
 
-def model_config(name: str | None) -> DictConfig | None:
-    """``conf/model/<name>.yaml`` resolved on its own (model configs interpolate ``${model.*}``)."""
+def model_config(name: str | None, conf: str | os.PathLike | None = None) -> DictConfig | None:
+    """``conf/model/<name>.yaml`` resolved on its own (model configs interpolate ``${model.*}``);
+    None for no name (a pair without a distillation student)."""
+    from .models import ModelError
+
     if name is None or name == "None":
         return None
-    path = conf_dir() / "model" / f"{name}.yaml"
+    path = Path(conf or conf_dir()) / "model" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown model {name!r} (no {path}); known: {known}")
+        raise ModelError(f"unknown model {name!r} (no {path}); known: {known}")
     node = OmegaConf.create({"model": OmegaConf.load(path)})
     return OmegaConf.create(OmegaConf.to_container(node, resolve=True)["model"])
 
