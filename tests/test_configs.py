@@ -153,3 +153,31 @@ def test_launchers_read_the_jobs_resources() -> None:
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert params["_target_"].endswith("GroupedSlurmLauncher")
     assert (params["gpus_per_node"], params["timeout_min"], params["partition"]) == (2, 480, "gpu")
+
+
+def test_cluster_distillation_command_trains_gemma_7b_on_8_gpus() -> None:
+    """The issue's cluster command, with the paper's experiment (which picks the Gemma2 pair)."""
+    cfg = compose_config(
+        "train",
+        "experiment=paper_train",
+        "regime=knowledge_distillation",
+        "dataset=math",
+        "budget=high",
+        "trainer=deepspeed_zero2",
+        "site=example_cluster",
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["regime"]["student"] == "gemma_7b" and resolved["student"]["hf_id"] == "google/gemma-7b"
+    assert resolved["trainer"]["strategy"] == "deepspeed" and resolved["trainer"]["strategy_options"] == {
+        "stage": 2
+    }
+    assert (resolved["trainer"]["accelerator"], resolved["trainer"]["precision"]) == ("auto", "bf16-mixed")
+    assert resolved["resources"] == {
+        "nodes": 1,
+        "gpus_per_node": 8,
+        "tasks_per_node": 8,
+        "cpus_per_task": 8,
+        "mem_gb": 512,
+        "timeout_min": 1440,
+    }
+    assert resolved["run_dir"].endswith("/train/math/knowledge_distillation/gemma_7b/wc-high-compute/seed0")

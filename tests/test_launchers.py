@@ -74,7 +74,8 @@ def test_failed_job_is_reported_with_its_log_and_the_relaunch_finishes(tmp_path:
     assert by_shard[0]["new_samples"] == by_shard[1]["new_samples"] == summary["num_samples"] // 2
 
     # The merged run was logged to W&B (offline) in the group named after the relaunched sweep's folder.
-    (sweep_dir,) = [p for p in (outputs / "hydra/multirun").iterdir() if "shard=1" in " ".join(os.listdir(p))]
+    sweep_dir = sorted((outputs / "hydra/multirun").iterdir())[-1]  # folders are named by start time
+    assert any("sampling.shard=1" in job.name for job in sweep_dir.iterdir())
     wandb_runs = list((outputs / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(wandb_runs) == 1
     assert sweep_dir.name.encode() in wandb_runs[0].read_bytes()

@@ -195,6 +195,18 @@ def sacct_attempts(job_id: str, timeout: float = 60) -> list[tuple[str, str, str
         time.sleep(1)
 
 
+def sacct_submitted(job_id: str) -> int:
+    """When SLURM accepted the job (whole seconds since the epoch)."""
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,Submit"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (submit,) = [line.split("|")[1] for line in out.splitlines() if line.split("|")[0] == job_id]
+    return int(seconds(submit))
+
+
 def seconds(timestamp: str) -> float:
     return time.mktime(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%S"))
 
@@ -405,13 +417,14 @@ def test_recipe_stages_run_as_dependent_slurm_jobs(slurm_cluster, outputs: Path,
     assert (train_dir / "checkpoint/model.safetensors").is_file()
     assert evaluated["num_problems"] == 2 and evaluated["model"] == "smollm2_135m"
 
-    # Each stage was one SLURM job, and each started after the one before it had ended.
+    # Each stage was one SLURM job, submitted only once the job before it had returned its result.
+    # (sacct's End comes a moment after the result file: SLURM records it when the job step is torn down.)
     jobs = {}
     for stage in ("sample", "train", "eval"):
         (folder,) = [f for name, f in job_folders(root).items() if f"/multirun/{stage}-" in str(f)]
-        ((state, start, end),) = sacct_attempts(folder.name)
-        assert state == "COMPLETED"
-        jobs[stage] = (seconds(start), seconds(end))
+        assert [a[0] for a in sacct_attempts(folder.name)] == ["COMPLETED"]
+        result = folder / f"{folder.name}_0_result.pkl"
+        jobs[stage] = (sacct_submitted(folder.name), int(result.stat().st_mtime))
     assert jobs["sample"][1] <= jobs["train"][0] and jobs["train"][1] <= jobs["eval"][0], jobs
 
     # One W&B group for the whole recipe run: every stage's offline run carries it.

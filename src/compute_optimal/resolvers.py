@@ -91,7 +91,7 @@ def eval_model(base: Any, regime: str | None, student: str | None, pair: Mapping
     return model_config(student)
 
 
-def dirname(overrides: str, limit: int = 96) -> str:
+def dirname(overrides: str, limit: int = 200) -> str:
     """A sweep job's folder name from its overrides, cut to ``limit`` characters plus a hash of the
     whole (file systems refuse names over 255 bytes; a recipe's overrides easily exceed that)."""
     overrides = str(overrides)
