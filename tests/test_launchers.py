@@ -54,9 +54,11 @@ def test_failed_job_is_reported_with_its_log_and_the_relaunch_finishes(tmp_path:
     failed = sweep(outputs, "sampling.shard=0,3")
     assert failed.returncode != 0
     assert "1 of 2 jobs failed" in failed.stderr, failed.stderr[-3000:]
-    assert "sampling.shard=3" in failed.stderr
+    # The job's overrides, its error (a user error: one line, exit 2) and its log, in the sweep's message.
+    (line,) = [x for x in failed.stderr.splitlines() if x.strip().startswith("job #")]
+    assert "sampling.shard=3" in line and "error: sampling.shard must be in [0, sampling.num_shards)" in line
     log_path = Path(failed.stderr.split("log: ", 1)[1].split()[0])
-    assert log_path.is_file() and "sampling.shard must be in [0, sampling.num_shards)" in log_path.read_text()
+    assert log_path.is_file() and "error: sampling.shard must be in" in log_path.read_text()
     run_dir = outputs / RUN_DIR
     assert sorted(p.name for p in (run_dir / "chunks").iterdir()) == [
         "chunk-00000.parquet",

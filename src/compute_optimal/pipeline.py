@@ -22,7 +22,7 @@ from .data import DatasetError
 from .engines import build_engine
 from .models import ModelError
 from .prompts import PromptError
-from .sampling import plan_sampling, run_sampling
+from .sampling import SamplingError, plan_sampling, run_sampling
 from .training.regimes import RegimeError
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ USER_ERRORS = (
     ModelError,
     PromptError,
     RegimeError,
+    SamplingError,
     runs.RunError,
 )
 

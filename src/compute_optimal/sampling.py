@@ -53,6 +53,10 @@ COLUMNS = [
 ]
 
 
+class SamplingError(ValueError):
+    """A sampling setting out of range (chunk size, shard index)."""
+
+
 @dataclass
 class SamplingPlan:
     """Everything a sampling run needs, validated; no model loaded yet."""
@@ -113,10 +117,10 @@ def plan_sampling(
     )
     chunk_size = int(sampling.get("chunk_size", 16))
     if chunk_size < 1:
-        raise ValueError(f"sampling.chunk_size must be >= 1, got {chunk_size}")
+        raise SamplingError(f"sampling.chunk_size must be >= 1, got {chunk_size}")
     shard, num_shards = int(sampling.get("shard", 0)), int(sampling.get("num_shards", 1))
     if num_shards < 1 or not 0 <= shard < num_shards:
-        raise ValueError(
+        raise SamplingError(
             f"sampling.shard must be in [0, sampling.num_shards) and num_shards >= 1; got shard={shard}, "
             f"num_shards={num_shards}"
         )

@@ -139,8 +139,24 @@ class _GroupedLauncher(BaseSubmititLauncher):
 
 
 def _failure(label: str, job: Any, exc: BaseException | None) -> str:
-    first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else type(exc).__name__
-    return f"  job {label}, id {job.job_id}: {first}\n    log: {job.paths.stderr}"
+    return f"  job {label}, id {job.job_id}: {_reason(job, exc)}\n    log: {job.paths.stderr}"
+
+
+def _reason(job: Any, exc: BaseException | None) -> str:
+    """One line on why a job failed: the entry point's `error: ...` line (a user error, which exits
+    the job) from its log, else the last line of the exception (submitit's includes the traceback)."""
+    try:
+        errors = [
+            line
+            for line in job.paths.stderr.read_text(errors="replace").splitlines()
+            if line.startswith("error: ")
+        ]
+    except OSError:
+        errors = []
+    if errors:
+        return errors[-1]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] if exc is not None else []
+    return lines[-1] if lines else type(exc).__name__
 
 
 class GroupedSlurmLauncher(_GroupedLauncher):
