@@ -28,12 +28,25 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def run_entry_point(script: str, outputs: Path, *args: str, check: bool = True, timeout: int = 900):
-    """Run ``script`` (run_sample.py, run_train.py, run_eval.py) as a user would, outputs under ``outputs``."""
+def run_entry_point(
+    script: str,
+    outputs: Path,
+    *args: str,
+    check: bool = True,
+    timeout: int = 900,
+    extra_env: dict[str, str] | None = None,
+):
+    """Run ``script`` (run_sample.py, run_train.py, run_eval.py; or ``-m module``) as a user would, from
+    the repository, outputs under ``outputs``, W&B offline."""
     import subprocess
     import sys
 
-    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(outputs), "WANDB_MODE": "offline"}
+    env = {
+        **os.environ,
+        "COMPUTE_OPTIMAL_OUTPUTS": str(outputs),
+        "WANDB_MODE": "offline",
+        **(extra_env or {}),
+    }
     proc = subprocess.run(
         [sys.executable, script, *args],
         cwd=REPO_ROOT,

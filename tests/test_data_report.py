@@ -4,9 +4,7 @@ runs with known samples (hand-computed numbers, number-matched rows, human and j
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +20,7 @@ from compute_optimal.engines import build_engine
 from compute_optimal.pipeline import load_model_config
 from compute_optimal.reporting import RunRef, check_pair, load_comparison, load_run, write_report
 from compute_optimal.sampling import COLUMNS, plan_sampling, run_sampling, summarize
+from tests.conftest import run_entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -138,14 +137,8 @@ def test_report_from_real_runs(real_runs: Path, tmp_path: Path) -> None:
 
 
 def run_eval(outputs: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COMPUTE_OPTIMAL_OUTPUTS": str(outputs), "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "run_eval.py", "task=data_report", "dataset=arith", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    return run_entry_point(
+        "run_eval.py", outputs, "task=data_report", "dataset=arith", *args, check=False, timeout=300
     )
 
 

@@ -8,12 +8,12 @@ relaunched sweep redoes only what is unfinished, and the W&B runs of one sweep s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_entry_point
 
 pytestmark = pytest.mark.slow
 
@@ -32,19 +32,16 @@ BASE = (
 
 
 def sweep(outputs: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "COMPUTE_OPTIMAL_OUTPUTS": str(outputs),
-        "WANDB_MODE": "offline",
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "run_sample.py", "-m", *BASE, *overrides, "hydra/launcher=submitit_local"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    return run_entry_point(
+        "run_sample.py",
+        outputs,
+        "-m",
+        *BASE,
+        *overrides,
+        "hydra/launcher=submitit_local",
+        check=False,
         timeout=600,
+        extra_env={"OMP_NUM_THREADS": "1"},
     )
 
 

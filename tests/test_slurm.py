@@ -118,10 +118,11 @@ def _env(outputs: Path) -> dict[str, str]:
     }
 
 
-def sweep(outputs: Path, launcher: str, *overrides: str, timeout: float = 480) -> subprocess.CompletedProcess:
-    """Run a multirun to its end; fail with its output unless it succeeds."""
+def run_ok(outputs: Path, *command: str, timeout: float = 480) -> subprocess.CompletedProcess:
+    """Run ``python <command>`` from the repository with this test's environment; fail with its output
+    and the SLURM jobs' logs unless it succeeds."""
     proc = subprocess.run(
-        _command(launcher, overrides),
+        [sys.executable, *command],
         cwd=REPO_ROOT,
         env=_env(outputs),
         capture_output=True,
@@ -130,10 +131,15 @@ def sweep(outputs: Path, launcher: str, *overrides: str, timeout: float = 480) -
     )
     if proc.returncode != 0:
         raise AssertionError(
-            f"{launcher} sweep failed (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            f"\njob logs:\n{job_logs(outputs)[-4000:]}"
+            f"{' '.join(command[:2])} failed (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"\njob logs:\n{job_logs(outputs)[-6000:]}"
         )
     return proc
+
+
+def sweep(outputs: Path, launcher: str, *overrides: str, timeout: float = 480) -> subprocess.CompletedProcess:
+    """Run a multirun of run_sample.py to its end; fail with its output unless it succeeds."""
+    return run_ok(outputs, *_command(launcher, overrides)[1:], timeout=timeout)
 
 
 def start_sweep(outputs: Path, launcher: str, *overrides: str) -> subprocess.Popen:
@@ -396,15 +402,7 @@ stages:
 def test_recipe_stages_run_as_dependent_slurm_jobs(slurm_cluster, outputs: Path, tmp_path: Path) -> None:
     recipe = tmp_path / "slurm_chain.yaml"
     recipe.write_text(CHAIN)
-    proc = subprocess.run(
-        [sys.executable, "-m", "compute_optimal.recipes", str(recipe)],
-        cwd=REPO_ROOT,
-        env=_env(outputs),
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{job_logs(outputs)[-4000:]}"
+    proc = run_ok(outputs, "-m", "compute_optimal.recipes", str(recipe), timeout=1200)
     root = outputs / "quick"  # experiment=quick keeps its own outputs folder
     sample_dir = root / "sample/arith/smollm2_135m/custom-s4-compute/seed0"
     train_dir = root / "train/arith/self_improvement/smollm2_135m/wc-custom-s4-compute/seed0"
@@ -443,28 +441,21 @@ def test_training_job_with_two_slurm_tasks_runs_zero3_over_them(slurm_cluster, o
 
     problems = generate_split("train", num_train=200, num_test=100, seed=1234)[:24]  # conf/dataset/arith.yaml
     write_sampling_run(outputs, problems, dataset="arith", model="tiny_random")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "run_train.py",
-            "-m",
-            "pair=tiny",
-            "regime=knowledge_distillation",
-            "data.source=wc",
-            "trainer=deepspeed_zero3",
-            "train.max_steps=2",
-            "logger=none",
-            "progress=false",
-            "hydra/launcher=submitit_slurm",
-            "hydra.launcher.tasks_per_node=2",
-        ],
-        cwd=REPO_ROOT,
-        env=_env(outputs),
-        capture_output=True,
-        text=True,
+    run_ok(
+        outputs,
+        "run_train.py",
+        "-m",
+        "pair=tiny",
+        "regime=knowledge_distillation",
+        "data.source=wc",
+        "trainer=deepspeed_zero3",
+        "train.max_steps=2",
+        "logger=none",
+        "progress=false",
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.tasks_per_node=2",
         timeout=600,
     )
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{job_logs(outputs)[-6000:]}"
     ((job, folder),) = job_folders(outputs).items()
     assert "#SBATCH --ntasks-per-node=2" in next(folder.glob("*_submission.sh")).read_text()
     assert [a[0] for a in sacct_attempts(job)] == ["COMPLETED"]

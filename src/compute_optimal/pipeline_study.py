@@ -18,7 +18,7 @@ from .engines import build_engine
 from .evaluation import EvalTarget, plan_runs, run_evaluation, student_target
 from .pipeline import load_dataset_split, load_model_config
 from .reporting.study_report import Comparison, compare, eval_run_dir, load_cell, write_study_report
-from .training.regimes import ROLES, RegimeError
+from .training.regimes import RegimeError, pair_student
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,10 @@ def regime_student(cfg: DictConfig, regime: str, student: str | None = None) -> 
     """The student a regime trains for the config's pair (or the one named explicitly)."""
     if student:
         return student
-    if regime not in ROLES:
-        raise RegimeError(f"unknown regime {regime!r}; expected one of {sorted(ROLES)}")
-    role = ROLES[regime]
-    name = {"wc": cfg.pair.wc, "se": cfg.pair.se, "other": cfg.pair.distill_student}[role]
-    if not name:
+    name = pair_student(regime, cfg.pair)
+    if name is None:
         raise RegimeError(f"pair has no student for {regime} (set pair.distill_student=<model>)")
-    return str(name)
+    return name
 
 
 def train_run(

@@ -24,8 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 STAGES = ("sample", "train", "eval")
 # A request's keys; a model config that leaves one out gets this value.
 DEFAULT_REQUEST = {"nodes": 1, "gpus": 0, "cpus": 1, "mem_gb": 4, "timeout_min": 60}
-# Which pair member a regime's student is (mirrors training.regimes.ROLES, kept import-free).
-_REGIME_ROLE = {"knowledge_distillation": "distill_student", "self_improvement": "wc", "weak_to_strong": "se"}
 
 
 def conf_dir() -> Path:
@@ -85,9 +83,9 @@ def eval_model(base: Any, regime: str | None, student: str | None, pair: Mapping
     if regime is None or regime == "None":
         return base
     if student in (None, "None"):
-        if regime not in _REGIME_ROLE:
-            raise ValueError(f"unknown regime {regime!r}; expected one of {sorted(_REGIME_ROLE)}")
-        student = pair.get(_REGIME_ROLE[regime])
+        from .training.regimes import pair_student
+
+        student = pair_student(regime, pair)
     return model_config(student)
 
 

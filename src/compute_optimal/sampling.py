@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SAMPLES = "samples.parquet"
 CHUNKS = "chunks"
 SHARDS = "shards"
+WORK_COUNTS = ("new_samples", "new_tokens", "engine_time_s")  # what a job did, added up over a run's shards
 COLUMNS = [
     "problem_id",
     "sample_index",
@@ -281,7 +282,7 @@ def run_sampling(
     }
     if plan.num_shards == 1:
         return _merge(plan, started, work, on_finish)
-    work = _record_shard(plan, work)
+    _record_shard(plan, work)
     missing = [i for i in range(len(chunks)) if not _chunk_path(plan.run_dir, i).is_file()]
     if missing:
         log.info(
@@ -297,12 +298,8 @@ def run_sampling(
         if runs.is_finished(plan.run_dir):
             return runs.read_summary(plan.run_dir)
         shards = _shard_records(plan)
-        total_work = {
-            "new_samples": sum(r["new_samples"] for r in shards),
-            "new_tokens": sum(r["new_tokens"] for r in shards),
-            "engine_time_s": sum(r["engine_time_s"] for r in shards),
-            "engine": next((r["engine"] for r in shards if r["engine"]), None),
-        }
+        total_work = {key: sum(r[key] for r in shards) for key in WORK_COUNTS}
+        total_work["engine"] = next((r["engine"] for r in shards if r["engine"]), None)
         return _merge(plan, started, total_work, on_finish, shards=shards)
 
 
@@ -310,24 +307,22 @@ def _shard_path(plan: SamplingPlan, shard: int) -> Path:
     return plan.run_dir / SHARDS / f"shard-{shard:05d}-of-{plan.num_shards:05d}.json"
 
 
-def _record_shard(plan: SamplingPlan, work: dict[str, Any]) -> dict[str, Any]:
+def _record_shard(plan: SamplingPlan, work: dict[str, Any]) -> None:
     """Add this job's work to its shard's record (a requeued shard adds to what it did before)."""
     path = _shard_path(plan, plan.shard)
     record = runs.read_json(path) if path.is_file() else {"shard": plan.shard, "jobs": 0}
-    for key in ("new_samples", "new_tokens", "engine_time_s"):
+    for key in WORK_COUNTS:
         record[key] = record.get(key, 0) + work[key]
     record["engine"] = work["engine"] or record.get("engine")
     record["jobs"] += 1
     runs.atomic_write_json(path, record)
-    return record
 
 
 def _shard_records(plan: SamplingPlan) -> list[dict[str, Any]]:
-    records = [
+    return [
         runs.read_json(p)
         for p in sorted((plan.run_dir / SHARDS).glob(f"shard-*-of-{plan.num_shards:05d}.json"))
     ]
-    return records
 
 
 def _merge(

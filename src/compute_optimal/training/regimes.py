@@ -13,7 +13,9 @@ the student a config ends up with fits that role.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 ROLES = {"knowledge_distillation": "other", "self_improvement": "wc", "weak_to_strong": "se"}
 SOURCES = ("wc", "se")
@@ -21,6 +23,18 @@ SOURCES = ("wc", "se")
 
 class RegimeError(ValueError):
     """A student that does not fit its regime, or an unknown regime / data source."""
+
+
+# Where a pair config (conf/pair/) names the model of each role.
+PAIR_KEYS = {"wc": "wc", "se": "se", "other": "distill_student"}
+
+
+def pair_student(regime: str, pair: Mapping[str, Any]) -> str | None:
+    """The model a pair config names as ``regime``'s student (None where it names none)."""
+    if regime not in ROLES:
+        raise RegimeError(f"unknown regime {regime!r}; expected one of {sorted(ROLES)}")
+    name = pair.get(PAIR_KEYS[ROLES[regime]])
+    return str(name) if name else None
 
 
 @dataclass(frozen=True)
