@@ -30,6 +30,38 @@ def test_recipes_parse_and_merge_overrides(tmp_path: Path) -> None:
         load_recipe(bad)
 
 
+@pytest.mark.parametrize("recipe", ["embedded", "paper"])
+def test_every_job_of_a_recipe_composes(recipe: str) -> None:
+    """Every job every stage of a recipe would launch (comma lists expanded as Hydra's sweeper does)
+    composes and resolves its run folder and SLURM request: a recipe must not fail on first contact
+    with an override its entry config does not have."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    import compute_optimal.resolvers  # noqa: F401  (the co.* resolvers)
+
+    _, stages, common = load_recipe(REPO / f"sweeps/{recipe}.yaml")
+    parser = OverridesParser.create()
+    jobs = 0
+    for stage in stages:
+        choices = []
+        for override in parser.parse_overrides([*merge_overrides(common, ()), *stage.overrides]):
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
+            key = override.get_key_element()
+            choices.append([f"{key}={v}" for v in values] if values else [override.input_line])
+        config = {"run_sample.py": "sample", "run_train.py": "train", "run_eval.py": "eval"}[stage.script]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            for job in itertools.product(*choices):
+                cfg = compose(config_name=config, overrides=list(job))
+                OmegaConf.to_container(cfg.resources, resolve=True)
+                assert "run_dir" not in cfg or str(cfg.run_dir)
+                jobs += 1
+    assert jobs >= len(stages)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # ~10 vLLM-CPU engine starts and 4 fine-tunings on 2 cores
 def test_whole_study_end_to_end(tmp_path: Path) -> None:
