@@ -111,10 +111,14 @@ def test_job_resources_come_from_the_model_with_site_overrides() -> None:
     assert (sample.nodes, sample.gpus_per_node, sample.tasks_per_node) == (1, 2, 1)  # tensor parallel 2
     assert compose_config("sample", "model=gemma2_9b", cluster).resources.gpus_per_node == 1
     # Training: nodes x GPUs of the student, one process per GPU, CPUs split over the processes.
-    train = compose_config("train", "pair=gemma2", "regime=weak_to_strong", cluster).resources
+    zero3 = "trainer=deepspeed_zero3"
+    train = compose_config("train", "pair=gemma2", "regime=weak_to_strong", zero3, cluster).resources
     assert (train.nodes, train.gpus_per_node, train.tasks_per_node, train.cpus_per_task) == (2, 8, 8, 8)
     assert (
-        compose_config("train", "pair=gemma2", "regime=knowledge_distillation", cluster).resources.nodes == 1
+        compose_config(
+            "train", "pair=gemma2", "regime=knowledge_distillation", zero3, cluster
+        ).resources.nodes
+        == 1
     )
     # Evaluation: the model the task runs; for a checkpoint, the student it belongs to.
     base = compose_config("eval", "task=evaluate", "model=gemma2_27b", cluster).resources
@@ -129,7 +133,33 @@ def test_job_resources_come_from_the_model_with_site_overrides() -> None:
         ).resources.timeout_min
         == 30
     )
-    assert compose_config("train", "pair=gemma2", "regime=weak_to_strong").resources.gpus_per_node == 0
+    assert compose_config("train", "pair=gemma2", "regime=weak_to_strong", zero3).resources.gpus_per_node == 0
+
+
+@pytest.mark.parametrize(
+    ("trainer", "request_"),
+    [  # (nodes, GPUs per node, tasks per node) for Gemma2-27B's resources.train (2 nodes x 8 GPUs)
+        ("cpu", (1, 0, 1)),
+        ("gpu", (1, 1, 1)),
+        ("ddp", (2, 8, 8)),
+        ("deepspeed_zero2", (2, 8, 8)),
+        ("deepspeed_zero3", (2, 8, 8)),
+        ("deepspeed_zero3_offload", (2, 8, 8)),
+    ],
+)
+def test_training_request_follows_the_trainer(trainer: str, request_: tuple[int, int, int]) -> None:
+    """A single-device trainer gets one task on one GPU (Lightning refuses 8 SLURM tasks for devices=1);
+    a multi-process one gets one task per GPU, and its devices come from SLURM's tasks per node."""
+    from compute_optimal.training.stage import effective_trainer
+
+    cfg = compose_config(
+        "train", "pair=gemma2", "regime=weak_to_strong", f"trainer={trainer}", "site=example_cluster"
+    )
+    r = cfg.resources
+    assert (r.nodes, r.gpus_per_node, r.tasks_per_node) == request_
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    on_gpus = effective_trainer(settings, cuda_devices=r.gpus_per_node or 1, slurm_tasks=r.tasks_per_node)
+    assert on_gpus["devices"] == r.tasks_per_node  # what Lightning checks against --ntasks-per-node
 
 
 def test_bad_resource_requests_are_refused() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -128,3 +129,64 @@ def test_embedded_conversion_reproduces_the_gguf_model() -> None:
             )
     assert torch.equal(outs[0], outs[1])
     assert tok.decode(outs[0][0, ids.shape[1] :]).strip(), "greedy output should not be empty"
+
+
+# --- choosing the back end without touching CUDA ----------------------------------------------------
+
+
+def test_auto_backend_choice_never_initialises_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM forks its engine core; a parent that ran torch.cuda.is_available() has run cuInit, and the
+    fork then dies with "Cannot re-initialize CUDA in forked subprocess". No GPU here, so every CUDA entry
+    point of torch in this process is replaced by one that fails: the choice must use none of them (the
+    CUDA check runs in a child process)."""
+    import torch
+
+    from compute_optimal import devices
+    from compute_optimal.engines import choose_backend
+
+    def touched(*args, **kwargs):
+        raise AssertionError("the backend choice touched CUDA in the parent process")
+
+    for name in ("is_available", "device_count", "init", "_lazy_init", "current_device"):
+        monkeypatch.setattr(torch.cuda, name, touched)
+    devices.probe_cuda.cache_clear()
+    monkeypatch.delenv("SLURM_GPUS_ON_NODE", raising=False)
+    expected = "vllm_cpu" if importlib.util.find_spec("vllm") else "hf"
+    assert choose_backend("auto") == expected
+    assert choose_backend("hf") == "hf"
+    assert not torch.cuda.is_initialized()
+
+
+def test_gpus_without_usable_cuda_stop_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM gave the job a GPU but CUDA cannot use it (here: a CPU build of torch; on a cluster: a
+    driver too old for the CUDA build): stop with the reason instead of sampling with the CPU settings."""
+    from compute_optimal import devices
+    from compute_optimal.engines import choose_backend
+
+    devices.probe_cuda.cache_clear()
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "2")
+    with pytest.raises(devices.DeviceError, match=r"SLURM gave this job 2 GPU\(s\), but CUDA is not usable"):
+        choose_backend("auto")
+    monkeypatch.delenv("SLURM_GPUS_ON_NODE")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0,1,2")
+    assert devices.allocated_gpus() == 3
+
+
+def test_sampling_job_with_gpus_but_no_cuda_fails_before_any_work(repo_root: Path, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "COMPUTE_OPTIMAL_OUTPUTS": str(tmp_path),
+        "WANDB_MODE": "offline",
+        "SLURM_GPUS_ON_NODE": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "run_sample.py", "model=tiny_random", "dataset.limit=2", "logger=none"],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "CUDA is not usable" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sample").exists()

@@ -119,3 +119,53 @@ def test_student_checkpoint_errors(tmp_path: Path) -> None:
         student_target(run, "arith")
     with pytest.raises(runs.RunError, match="not a Hugging Face checkpoint"):
         student_target(run, "gsm8k")
+
+
+def test_student_evaluation_takes_the_engine_settings_of_the_student(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The paper's weak-to-strong student (Gemma2-27B) evaluated under eval.yaml, whose default model is
+    the embedded Gemma-3-270M: vLLM must get the student's tensor-parallel size (2, what its SLURM job
+    asks GPUs for) and max length (4096). A 27B engine cannot start here, so the engine start is the one
+    call this test replaces (it records the settings and stops)."""
+    from hydra import compose, initialize_config_dir
+
+    from compute_optimal import pipeline_study
+
+    run = tmp_path / "train/arith/weak_to_strong/gemma2_27b/wc-high-compute/seed0"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint/config.json").write_text("{}")
+    runs.atomic_write_json(run / runs.SIGNATURE, {"hparams": {"num_shots": 0}})
+    summary = {"dataset": "arith", "regime": "weak_to_strong", "student": "gemma2_27b"}
+    runs.atomic_write_json(run / "train_summary.json", {**summary, "checkpoint": str(run / "checkpoint")})
+    monkeypatch.setenv("COMPUTE_OPTIMAL_OUTPUTS", str(tmp_path))
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(
+            config_name="eval",
+            overrides=[
+                "task=evaluate",
+                "pair=gemma2",
+                "task.checkpoint.regime=weak_to_strong",
+                "task.checkpoint.source=wc",
+                "task.limit=2",
+                "logger=none",
+                "site=example_cluster",
+            ],
+        )
+    started = {}
+
+    class Started(Exception):
+        pass
+
+    def start_engine(model, settings):
+        started.update(model=model, settings=settings)
+        raise Started
+
+    monkeypatch.setattr(pipeline_study, "start_engine", start_engine)
+    with pytest.raises(Started):
+        pipeline_study.evaluate(cfg)
+    vllm = started["settings"]["vllm"]
+    assert (vllm["tensor_parallel_size"], vllm["max_model_len"]) == (2, 4096)
+    assert vllm["tensor_parallel_size"] == cfg.resources.gpus_per_node  # the job asks for what vLLM uses
+    assert started["model"]["path"] == str(run / "checkpoint") and started["model"]["source"] == "local"

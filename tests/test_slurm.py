@@ -432,15 +432,21 @@ def test_recipe_stages_run_as_dependent_slurm_jobs(slurm_cluster, outputs: Path,
     assert len(wandb_runs) == 3 and all(group.encode() in f.read_bytes() for f in wandb_runs)
 
 
-def test_training_job_with_two_slurm_tasks_runs_zero3_over_them(slurm_cluster, outputs: Path) -> None:
-    """A training job of 2 tasks (what a GPU job asks for: one process per GPU) trains one DeepSpeed
-    ZeRO-3 model over both: Lightning reads the ranks and the world from SLURM. No GPU here, so the
-    GPU trainer config falls back to the CPU (gloo) and the task count sets the process count."""
+TRAINERS = ("cpu", "gpu", "ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload")
+
+
+def test_every_trainer_config_trains_as_the_slurm_job_it_asks_for(slurm_cluster, outputs: Path) -> None:
+    """One training job per trainer config, each asking SLURM for what its trainer runs: a single-device
+    trainer (cpu, gpu) one task, a multi-process one (ddp, DeepSpeed ZeRO-2/3/offload) one task per GPU.
+    This node has no GPU, so the site's ``tasks`` stands in for a GPU count of 2; Lightning checks its
+    device count against SLURM's --ntasks-per-node and reads the ranks from SLURM, so every job trains
+    one model over all of its tasks (the GPU configs fall back to the CPU, gloo)."""
     from compute_optimal.data.arith import generate_split
     from tests.fake_runs import write_sampling_run
 
     problems = generate_split("train", num_train=200, num_test=100, seed=1234)[:24]  # conf/dataset/arith.yaml
-    write_sampling_run(outputs, problems, dataset="arith", model="tiny_random")
+    for trainer in TRAINERS:  # each job its own outputs root: a run folder does not depend on the trainer
+        write_sampling_run(outputs / trainer, problems, dataset="arith", model="tiny_random")
     run_ok(
         outputs,
         "run_train.py",
@@ -448,20 +454,32 @@ def test_training_job_with_two_slurm_tasks_runs_zero3_over_them(slurm_cluster, o
         "pair=tiny",
         "regime=knowledge_distillation",
         "data.source=wc",
-        "trainer=deepspeed_zero3",
+        f"trainer={','.join(TRAINERS)}",
+        "paths.outputs=${oc.env:COMPUTE_OPTIMAL_OUTPUTS}/${hydra:runtime.choices.trainer}",
+        f"hydra.sweep.dir={outputs}/hydra/multirun/trainers",
+        "+site.resources.tasks=2",
         "train.max_steps=2",
         "logger=none",
         "progress=false",
         "hydra/launcher=submitit_slurm",
-        "hydra.launcher.tasks_per_node=2",
-        timeout=600,
+        timeout=1200,
     )
-    ((job, folder),) = job_folders(outputs).items()
-    assert "#SBATCH --ntasks-per-node=2" in next(folder.glob("*_submission.sh")).read_text()
-    assert [a[0] for a in sacct_attempts(job)] == ["COMPLETED"]
-    assert (folder / f"{job}_0_log.out").is_file() and (folder / f"{job}_1_log.out").is_file()
-    run_dir = outputs / "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    assert summary["steps"] == 2 and summary["trainer"]["world_size"] == 2
-    assert summary["trainer"]["devices"] == 2 and summary["trainer"]["strategy_options"]["stage"] == 3
-    assert (run_dir / "checkpoint/model.safetensors").is_file()
+    folders = job_folders(outputs)
+    assert len(folders) == len(TRAINERS)
+    tasks = {}
+    for job, folder in folders.items():
+        array = job.split("_")[0]  # submitit keeps an array's script in the array's folder
+        script = (folder.parent / array / f"{array}_submission.sh").read_text()
+        assert [a[0] for a in sacct_attempts(job)] == ["COMPLETED"]
+        tasks[job] = int(script.split("#SBATCH --ntasks-per-node=")[1].split()[0])
+    assert sorted(tasks.values()) == [1, 1, 2, 2, 2, 2]
+    for trainer in TRAINERS:
+        run_dir = (
+            outputs / trainer / "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
+        )
+        summary = json.loads((run_dir / "train_summary.json").read_text())
+        processes = 1 if trainer in ("cpu", "gpu") else 2
+        assert summary["steps"] == 2 and (run_dir / "checkpoint/model.safetensors").is_file()
+        assert (summary["trainer"]["world_size"], summary["trainer"]["devices"]) == (processes, processes)
+        if trainer.startswith("deepspeed"):
+            assert summary["trainer"]["strategy_options"]["stage"] == (2 if trainer.endswith("2") else 3)

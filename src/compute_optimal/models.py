@@ -9,6 +9,10 @@ Three sources:
 * ``random``   — a tiny random-weight model (for fast tests), built from a small architecture config
   and the tokenizer of an embedded model, saved to the cache like the others.
 
+:func:`config_checkpoint` writes a fourth kind, a checkpoint without weights: a model config's ``arch``
+(e.g. Gemma2-9B's real one) and an embedded tokenizer, which vLLM starts with ``load_format="dummy"``
+(random weights, the real shapes and kernels) where the Hub is out of reach (benchmarks/gpu_smoke.py).
+
 Every checkpoint is written to a temporary folder and renamed into place, under a file lock, so
 parallel jobs never see (or write) half a checkpoint.
 """
@@ -106,29 +110,64 @@ def convert_embedded(embedded: str) -> Path:
     return _atomic_build(target, build)
 
 
+def _arch_config(arch: Mapping[str, Any], tokenizer: Any) -> Any:
+    """A transformers config from an ``arch`` block (``model_type`` + config fields), with the special
+    token ids of ``tokenizer``; the vocabulary is the tokenizer's unless ``arch`` gives one (which must
+    hold every id of the tokenizer)."""
+    from transformers import AutoConfig
+
+    fields = dict(arch)
+    model_type = fields.pop("model_type", "llama")
+    fields.setdefault("vocab_size", len(tokenizer))
+    if fields["vocab_size"] < len(tokenizer):
+        raise ModelError(f"arch vocab_size {fields['vocab_size']} < the tokenizer's {len(tokenizer)} ids")
+    return AutoConfig.for_model(
+        model_type,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **fields,
+    )
+
+
+def _cache_key(arch: Mapping[str, Any], **extra: Any) -> str:
+    return hashlib.sha256(json.dumps({**arch, **extra}, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def build_random(arch: Mapping[str, Any], tokenizer_from: str, seed: int = 0) -> Path:
     """A tiny random-weight causal LM (for tests), with an embedded model's real tokenizer."""
-    key = hashlib.sha256(json.dumps({**arch, "tok": tokenizer_from, "seed": seed}, sort_keys=True).encode())
-    target = cache_dir() / "models" / f"random-{key.hexdigest()[:12]}"
+    target = cache_dir() / "models" / f"random-{_cache_key(arch, tok=tokenizer_from, seed=seed)}"
 
     def build(tmp: Path) -> None:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(convert_embedded(tokenizer_from))
-        fields = dict(arch)
-        model_type = fields.pop("model_type", "llama")
-        config = AutoConfig.for_model(
-            model_type,
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **fields,
-        )
+        config = _arch_config(arch, tokenizer)
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_build(target, build)
+
+
+def config_checkpoint(model_cfg: Mapping[str, Any]) -> Path:
+    """A checkpoint folder with no weights: ``config.json`` from the model config's ``arch`` block and
+    the tokenizer of its ``tokenizer_from`` embedded model (default smollm2_135m, whose ids all fall
+    inside Gemma2's 256000-token vocabulary). vLLM starts it with ``load_format="dummy"``: random
+    weights, the real model's shapes, memory and kernels, no Hub. Cached like the other checkpoints."""
+    if not model_cfg.get("arch"):
+        raise ModelError(f"model {model_cfg.get('name')!r} has no arch block to build a config from")
+    arch = dict(model_cfg["arch"])
+    tokenizer_from = str(model_cfg.get("tokenizer_from") or "smollm2_135m")
+    target = cache_dir() / "models" / f"config-{_cache_key(arch, tok=tokenizer_from)}"
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(convert_embedded(tokenizer_from))
+        _arch_config(arch, tokenizer).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
     return _atomic_build(target, build)
@@ -152,6 +191,19 @@ def resolve_checkpoint(model_cfg: Mapping[str, Any]) -> str:
     raise ModelError(
         f"model {model_cfg.get('name')!r}: unknown source {source!r} (expected hub, embedded or random)"
     )
+
+
+def attention_implementation(model_cfg: Mapping[str, Any], checkpoint: str) -> str | None:
+    """The attention kernel to fine-tune ``model_cfg`` with: its ``attn_implementation`` where set, else
+    "eager" for models that soft-cap attention logits (Gemma2), since transformers' default "sdpa"
+    drops the cap (training would then match neither pre-training nor vLLM's inference), else None
+    (transformers' default)."""
+    if model_cfg.get("attn_implementation"):
+        return str(model_cfg["attn_implementation"])
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    return "eager" if getattr(config, "attn_logit_softcapping", None) else None
 
 
 def count_parameters(checkpoint: str) -> int:

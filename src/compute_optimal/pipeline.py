@@ -19,11 +19,13 @@ from . import models, runs
 from .analysis import AnalysisError
 from .budget import BudgetError
 from .data import DatasetError
-from .engines import build_engine
+from .devices import DeviceError
+from .engines import build_engine, choose_backend
 from .models import ModelError
 from .prompts import PromptError
 from .sampling import SamplingError, plan_sampling, run_sampling
 from .training.regimes import RegimeError
+from .training.stage import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,12 @@ USER_ERRORS = (
     AnalysisError,
     BudgetError,
     DatasetError,
+    DeviceError,
     ModelError,
     PromptError,
     RegimeError,
     SamplingError,
+    TrainingError,
     runs.RunError,
 )
 
@@ -55,6 +59,29 @@ def load_dataset_split(dataset_cfg: Any, split: str) -> list:
         if isinstance(cause, DatasetError):
             raise cause from None
         raise
+
+
+def engine_settings(engine: DictConfig, model: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The engine config resolved against ``model``, the model actually loaded (a student evaluated
+    under ``eval.yaml`` is not its ``model`` entry): tensor-parallel size, max length and memory come
+    from the loaded model's config, never from another model's."""
+    raw = OmegaConf.to_container(engine, resolve=False)
+    node = OmegaConf.create({"model": dict(model), "seed": seed, "engine": raw})
+    settings = OmegaConf.to_container(node.engine, resolve=True)
+    # "auto" is decided here, before any output is written: a job whose GPUs CUDA cannot use stops now.
+    settings["backend"] = choose_backend(settings["backend"])
+    return settings
+
+
+def start_engine(model: dict[str, Any], settings: dict[str, Any]) -> Any:
+    """Start the engine ``settings`` name (auto, vllm, vllm_cpu, hf) on ``model``'s checkpoint."""
+    return build_engine(
+        models.resolve_checkpoint(model),
+        settings["backend"],
+        vllm=settings.get("vllm"),
+        vllm_cpu=settings.get("vllm_cpu"),
+        hf=settings.get("hf"),
+    )
 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
@@ -86,17 +113,10 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         len(plan.problems),
         plan.run_dir,
     )
-    engine_cfg = _plain(cfg.engine)
+    settings = engine_settings(cfg.engine, model_cfg, int(cfg.seed))
 
     def make_engine():
-        checkpoint = models.resolve_checkpoint(model_cfg)
-        return build_engine(
-            checkpoint,
-            engine_cfg["backend"],
-            vllm=engine_cfg.get("vllm"),
-            vllm_cpu=engine_cfg.get("vllm_cpu"),
-            hf=engine_cfg.get("hf"),
-        )
+        return start_engine(model_cfg, settings)
 
     def log_to_wandb(summary: dict[str, Any]) -> None:
         summary["wandb_dir"] = tracking_log(cfg, summary, plan)
@@ -131,15 +151,15 @@ def load_model_config(conf_dir: str | Path, name: str | None) -> dict[str, Any]:
     return OmegaConf.to_container(model_config(name, conf_dir), resolve=True)
 
 
-def _slurm_tasks_per_node() -> int:
-    """Processes SLURM started on this node for this job (1 outside SLURM); e.g. "2" or "2(x3)"."""
-    return int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0].split(",")[0])
+def _slurm_tasks_per_node() -> int | None:
+    """Processes SLURM started on each node of this job (None outside SLURM); e.g. "2" or "2(x3)"."""
+    value = os.environ.get("SLURM_NTASKS_PER_NODE")
+    return int(value.split("(")[0].split(",")[0]) if value else None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune the regime's student on the data source's finished sampling run; skip when finished."""
-    import torch
-
+    from .devices import cuda_devices
     from .training.regimes import Regime, Sampler
     from .training.stage import SUMMARY, effective_trainer, plan_training, run_training
 
@@ -183,7 +203,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         dataset=_plain(cfg.dataset),
         hparams=_plain(cfg.train),
         trainer=effective_trainer(
-            _plain(cfg.trainer), cuda=torch.cuda.is_available(), processes_per_node=_slurm_tasks_per_node()
+            _plain(cfg.trainer), cuda_devices=cuda_devices(), slurm_tasks=_slurm_tasks_per_node()
         ),
         seed=int(cfg.seed),
         logger=_plain(cfg.get("logger")),

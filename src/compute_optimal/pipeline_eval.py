@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import judge, models
 from .analysis import AnalysisError
-from .pipeline import load_dataset_split, load_model_config
+from .pipeline import engine_settings, load_dataset_split, load_model_config, start_engine
 from .reporting import DataComparison, RunData, load_comparison, write_report
 from .reporting.data_report import headline_markdown
 
@@ -127,17 +127,8 @@ def _human_fpr(cfg: DictConfig, comparison: DataComparison, labels: Path) -> Non
     comparison.fpr_note = f"human labels from `{labels}` ({labelled} of {len(sheet)} rows labelled)"
 
 
-def _engine_options(cfg: DictConfig, model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The engine group resolved against the judge model (engine configs interpolate ${model.*})."""
-    engine = OmegaConf.to_container(cfg.engine, resolve=False)
-    node = OmegaConf.create({"model": model_cfg, "seed": int(cfg.seed), "engine": engine})
-    return OmegaConf.to_container(node, resolve=True)["engine"]
-
-
 def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
     """Judge each run's sampled correct solutions (cached per judge model), then count the verdicts."""
-    from .engines import build_engine
-
     fpr = cfg.task.fpr
     conf_dir = Path(str(cfg.paths.root)) / "conf"
     judge_cfg = fpr.judge_model if isinstance(fpr.judge_model, DictConfig) else None
@@ -168,15 +159,9 @@ def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
     todo = [i for run_items in items.values() for i in run_items if i.item_id not in done]
     if todo:
         models.check_available(model_cfg)
-        options = _engine_options(cfg, model_cfg)
+        engine_cfg = engine_settings(cfg.engine, model_cfg, int(cfg.seed))
         log.info("judging %d solutions with %s", len(todo), name)
-        with build_engine(
-            models.resolve_checkpoint(model_cfg),
-            options["backend"],
-            vllm=options.get("vllm"),
-            vllm_cpu=options.get("vllm_cpu"),
-            hf=options.get("hf"),
-        ) as engine:
+        with start_engine(model_cfg, engine_cfg) as engine:
             for verdict in judge.judge_solutions(engine, todo, settings):
                 done[verdict.item_id] = verdict
         for run, run_items in items.items():

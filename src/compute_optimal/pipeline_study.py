@@ -14,9 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import models, runs
 from .data import select_subset
-from .engines import build_engine
 from .evaluation import EvalTarget, plan_runs, run_evaluation, student_target
-from .pipeline import load_dataset_split, load_model_config
+from .pipeline import engine_settings, load_dataset_split, load_model_config, start_engine
 from .reporting.study_report import Comparison, compare, eval_run_dir, load_cell, write_study_report
 from .training.regimes import RegimeError, pair_student
 
@@ -61,9 +60,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if ck.regime:
         run = train_run(cfg, str(ck.regime), str(ck.source), str(ck.budget), str(ck.budget_mode), ck.student)
         target = student_target(run, str(ck.train_dataset))
+        # The student's own model config (engine settings, params), with the trained weights' path.
         student_cfg = load_model_config(conf_dir, target.model["name"])
         target = EvalTarget(
-            target.kind, target.name, {**target.model, "params": student_cfg["params"]}, target.train_summary
+            target.kind,
+            target.name,
+            {**student_cfg, **target.model, "params": student_cfg["params"]},
+            target.train_summary,
         )
         trained_shots = runs.read_json(run / runs.SIGNATURE)["hparams"].get("num_shots", 0)
         prompt["num_shots"] = trained_shots if task.num_shots is None else int(task.num_shots)
@@ -92,16 +95,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         chunk_size=int(task.chunk_size),
         seed=int(cfg.seed),
     )
-    engine_cfg = _plain(cfg.engine)
+    settings = engine_settings(cfg.engine, dict(target.model), int(cfg.seed))
 
     def make_engine():
-        return build_engine(
-            models.resolve_checkpoint(target.model),
-            engine_cfg["backend"],
-            vllm=engine_cfg.get("vllm"),
-            vllm_cpu=engine_cfg.get("vllm_cpu"),
-            hf=engine_cfg.get("hf"),
-        )
+        return start_engine(target.model, settings)
 
     summary = run_evaluation(
         run_dir, target, plans, make_engine, ks=list(task.ks), progress=bool(cfg.get("progress", True))

@@ -7,8 +7,9 @@ What one job asks for comes from the model it runs (``conf/model/<name>.yaml``, 
 ``nodes``, ``gpus``, ``cpus``, ``mem_gb``, ``timeout_min``; GPUs and CPUs per node), with the site's
 overrides on top (``conf/site/<cluster>.yaml``, ``resources``). The result is what the launcher
 configs read: ``nodes``, ``gpus_per_node``, ``tasks_per_node``, ``cpus_per_task``, ``mem_gb``,
-``timeout_min``. Training runs one process per GPU (Lightning reads SLURM's tasks); sampling and
-evaluation one process per job (vLLM spreads a model over the job's GPUs itself).
+``timeout_min``. Training with a multi-process trainer runs one process per GPU (Lightning reads SLURM's
+tasks), with a single-device trainer one process; sampling and evaluation one process per job (vLLM
+spreads a model over the job's GPUs itself).
 """
 
 from __future__ import annotations
@@ -47,8 +48,19 @@ def model_config(name: str | None, conf: str | os.PathLike | None = None) -> Dic
     return OmegaConf.create(OmegaConf.to_container(node, resolve=True)["model"])
 
 
-def job_resources(stage: str, model: Mapping[str, Any] | None, site: Mapping[str, Any] | None) -> DictConfig:
-    """One SLURM job's request for ``stage`` of ``model`` (a model config or None), site overrides on top."""
+def job_resources(
+    stage: str,
+    model: Mapping[str, Any] | None,
+    site: Mapping[str, Any] | None,
+    trainer: Mapping[str, Any] | None = None,
+) -> DictConfig:
+    """One SLURM job's request for ``stage`` of ``model`` (a model config or None), site overrides on top.
+
+    Training follows the trainer: a single-device trainer (``devices: 1``: cpu, gpu) runs one task on one
+    node with at most one GPU, whatever the model asks for; a multi-process one (ddp, deepspeed_*:
+    ``devices: -1``) runs one task per GPU (``tasks`` where the model or site sets it, e.g. CPU-only test
+    jobs), and Lightning takes its device count from SLURM's tasks per node (training.stage).
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
     by_stage = (model or {}).get("resources") or {}
@@ -56,15 +68,26 @@ def job_resources(stage: str, model: Mapping[str, Any] | None, site: Mapping[str
     asked = by_stage.get(stage) or (by_stage.get("sample") if stage == "eval" else None) or {}
     request = {**DEFAULT_REQUEST, **_plain(asked)}
     request.update({k: v for k, v in _plain(site or {}).items() if v is not None})
-    unknown = sorted(set(request) - set(DEFAULT_REQUEST))
+    unknown = sorted(set(request) - set(DEFAULT_REQUEST) - {"tasks"})
     if unknown:
-        raise ValueError(f"unknown resource keys {unknown}; expected {sorted(DEFAULT_REQUEST)}")
+        raise ValueError(f"unknown resource keys {unknown}; expected {sorted(DEFAULT_REQUEST)} (+ tasks)")
     gpus, nodes = int(request["gpus"]), int(request["nodes"])
     if stage != "train" and nodes != 1:
         raise ValueError(
             f"{stage} runs on one node (vLLM spreads a model over one node's GPUs); got nodes={nodes}"
         )
-    tasks = max(gpus, 1) if stage == "train" else 1
+    tasks = 1
+    if stage == "train":
+        settings = _plain(trainer or {})
+        devices = settings.get("devices", 1)
+        if settings.get("accelerator") == "cpu":
+            gpus = 0
+        if devices in (1, "1"):  # one process on one device
+            gpus, nodes = min(gpus, 1), 1
+        elif isinstance(devices, int) and devices > 1:  # an explicit process count
+            tasks, gpus = devices, min(gpus, devices)
+        else:  # -1 / auto: one process per GPU
+            tasks = int(request.get("tasks") or max(gpus, 1))
     # A DictConfig, not a dict: OmegaConf.resolve (--cfg job --resolve) only accepts configs here.
     return OmegaConf.create(
         {

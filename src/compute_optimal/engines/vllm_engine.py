@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,8 +35,17 @@ class VLLMEngine(Engine):
         gpu_memory_utilization: float = 0.9,
         kv_cache_memory_bytes: int | None = None,
         seed: int = 0,
+        batch_invariant: bool = False,
+        backend: str = "vllm",
         **llm_kwargs: Any,
     ) -> None:
+        # Second guard against "Cannot re-initialize CUDA in forked subprocess": whatever touched CUDA in
+        # this process before, the engine core starts in a fresh (spawned) interpreter on GPUs.
+        if backend == "vllm":
+            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        if batch_invariant:
+            # Bitwise-equal samples whatever else shares the batch (vLLM's batch-invariant kernels).
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"
         from vllm import LLM
 
         kwargs = dict(
@@ -54,9 +64,7 @@ class VLLMEngine(Engine):
             )  # CPU: there is no "GPU memory" share
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        import torch
-
-        self.name = "vllm" if torch.cuda.is_available() else "vllm_cpu"
+        self.name = backend
         log.info("starting vLLM on %s", checkpoint)
         self._llm = LLM(**kwargs)
 

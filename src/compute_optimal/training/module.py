@@ -44,6 +44,8 @@ class SFTModule(pl.LightningModule):
         dtype: str = "float32",
         freeze_embeddings: bool = False,
         gradient_checkpointing: bool = False,
+        attn_implementation: str | None = None,
+        cpu_optimizer: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -62,7 +64,9 @@ class SFTModule(pl.LightningModule):
             from transformers.integrations import HfDeepSpeedConfig
 
             self._hf_deepspeed_config = HfDeepSpeedConfig(strategy.config)  # must stay alive (weak ref)
-        self.model = AutoModelForCausalLM.from_pretrained(hp.checkpoint, dtype=getattr(torch, hp.dtype))
+        self.model = AutoModelForCausalLM.from_pretrained(
+            hp.checkpoint, dtype=getattr(torch, hp.dtype), attn_implementation=hp.attn_implementation
+        )
         if hp.freeze_embeddings:
             # Big-vocabulary models (Gemma: 262k x d) spend most of a step on the embedding's gradient.
             self.model.get_input_embeddings().weight.requires_grad_(False)
@@ -97,7 +101,13 @@ class SFTModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.95))
+        adam = dict(lr=hp.lr, weight_decay=hp.weight_decay, betas=(0.9, 0.95))
+        if hp.cpu_optimizer:  # ZeRO-Offload: optimizer states live in CPU memory, stepped there
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(params, adamw_mode=True, **adam)
+        else:
+            optimizer = torch.optim.AdamW(params, **adam)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             partial(lr_lambda, warmup_steps=hp.warmup_steps, max_steps=hp.max_steps, schedule=hp.schedule),

@@ -77,7 +77,8 @@ def select_examples(
 
 def tokenize(examples: Sequence[SFTExample], tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
     """Token ids and labels (prompt tokens masked); examples longer than max_length are left-truncated
-    in the prompt, never in the solution, so the loss always sees whole solutions."""
+    in the prompt, never in the solution, so the loss always sees whole solutions. A leading BOS token
+    survives the truncation: BOS-sensitive models (Gemma) degrade without it."""
     eos = tokenizer.eos_token_id
     out = []
     for ex in examples:
@@ -85,9 +86,10 @@ def tokenize(examples: Sequence[SFTExample], tokenizer: Any, max_length: int) ->
         target_ids = tokenizer(ex.completion, add_special_tokens=False).input_ids + (
             [eos] if eos is not None else []
         )
-        target_ids = target_ids[:max_length]
-        keep = max(0, max_length - len(target_ids))
-        prompt_ids = prompt_ids[-keep:] if keep else []
+        bos = prompt_ids[:1] if prompt_ids and prompt_ids[0] == tokenizer.bos_token_id else []
+        target_ids = target_ids[: max_length - len(bos)]
+        keep = max(0, max_length - len(target_ids) - len(bos))
+        prompt_ids = bos + (prompt_ids[len(bos) :][-keep:] if keep else [])
         out.append(
             {"input_ids": prompt_ids + target_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids}
         )

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import runs
 from ..data import Problem
+from ..devices import DeviceError
 from ..prompts import get_template
 from .regimes import Regime
 
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 SUMMARY = "train_summary.json"
 CHECKPOINT = "checkpoint"
 LIGHTNING = "lightning"
+WRAPPED = "model"  # SFTModule's attribute that holds the Hugging Face model
+
+
+class TrainingError(ValueError):
+    """Trainer settings that would train wrong: refused before any model is loaded."""
 
 
 @dataclass
@@ -47,26 +53,43 @@ class TrainingPlan:
 
 
 def effective_trainer(
-    trainer: Mapping[str, Any], *, cuda: bool, processes_per_node: int = 1
+    trainer: Mapping[str, Any], *, cuda_devices: int, slurm_tasks: int | None = None
 ) -> dict[str, Any]:
     """The trainer settings this machine can run.
 
-    GPU configs say ``accelerator: auto``: with CUDA they run as written; without it they fall back
-    to the CPU in fp32 (bf16 autocast is slower than fp32 on CPUs), and ``devices: -1`` ("all GPUs")
-    becomes ``processes_per_node`` (the SLURM tasks per node under SLURM, else 1). DeepSpeed then runs
-    through ``CPUDeepSpeedStrategy``. The fallback is stated in ``fallback`` and in the run's summary.
+    Multi-process configs say ``devices: -1``: under SLURM that is the job's tasks per node (the
+    request follows the trainer, see ``compute_optimal.resolvers``), elsewhere all GPUs, or 1 process on
+    a CPU. GPU configs say ``accelerator: auto``: with CUDA they run as written; without it they fall
+    back to the CPU in fp32 (bf16 autocast is slower than fp32 on CPUs), DeepSpeed then through
+    ``CPUDeepSpeedStrategy``. The fallback is stated in ``fallback`` and in the run's summary. (A job
+    that SLURM gave GPUs never gets here without CUDA: ``devices.cuda_devices`` stops it first.)
     """
     tr = dict(trainer)
-    if tr.get("accelerator", "auto") != "auto" or cuda:
+    multi_process = tr.get("devices", 1) in (-1, "-1", "auto", None)
+    changed = []
+    if multi_process and slurm_tasks:
+        if cuda_devices and slurm_tasks > cuda_devices:
+            raise DeviceError(
+                f"this SLURM job runs {slurm_tasks} tasks per node but each task sees {cuda_devices} GPU(s): "
+                "the site binds GPUs to tasks (gpus-per-task / --gpu-bind), and Lightning needs every task "
+                "of a node to see all of the node's GPUs. Remove that binding from the site config."
+            )
+        tr["devices"] = slurm_tasks
+    elif not multi_process and (slurm_tasks or 1) > 1:
+        raise TrainingError(
+            f"trainer {tr.get('strategy', 'auto')!r} with devices={tr.get('devices')} trains in one process, but "
+            f"this SLURM job runs {slurm_tasks} tasks per node: each would train its own copy into the same run "
+            "folder. Use a multi-process trainer (ddp, deepspeed_*) or one task per node."
+        )
+    if tr.get("accelerator", "auto") != "auto" or cuda_devices:
         return tr
     tr["accelerator"] = "cpu"
-    changed = []
     if "16" in str(tr.get("precision", "32-true")):
         changed.append(f"precision {tr['precision']} -> 32-true")
         tr["precision"] = "32-true"
     if tr.get("devices", 1) in (-1, "-1", "auto", None):
-        changed.append(f"devices {tr.get('devices')} -> {processes_per_node}")
-        tr["devices"] = processes_per_node
+        changed.append(f"devices {tr.get('devices')} -> 1")
+        tr["devices"] = 1
     tr["fallback"] = "no CUDA device: CPU" + (f" ({', '.join(changed)})" if changed else "")
     log.warning("trainer: %s", tr["fallback"])
     return tr
@@ -104,6 +127,7 @@ def plan_training(
     for key in ("max_steps", "batch_size", "lr", "max_length"):
         if key not in hparams:
             raise ValueError(f"train.{key} is not set")
+    weights_dtype(hparams, trainer)  # refuses settings that would lose the updates
     signature = {
         "stage": "train",
         "regime": regime.name,
@@ -178,96 +202,61 @@ def build_examples(
     return items, info
 
 
-class _LossHistory:
-    """A Lightning callback that keeps (step, loss) pairs for the summary and the report's loss curves."""
+def weights_dtype(hparams: Mapping[str, Any], trainer: Mapping[str, Any]) -> str:
+    """The dtype the student's weights are trained in.
 
-    def __new__(cls):
-        import pytorch_lightning as pl
-
-        class LossHistory(pl.Callback):
-            def __init__(self) -> None:
-                self.start_step = 0
-                self.history: list[tuple[int, float]] = []
-                self.real_share: list[float] = []
-                self.trained_tokens = 0
-
-            def on_train_start(self, trainer, pl_module) -> None:
-                self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
-
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-                loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-                self.history.append((trainer.global_step, float(loss.detach())))
-                mask = batch["attention_mask"]
-                self.real_share.append(float(mask.sum() / mask.numel()))
-                self.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
-
-            # Kept in Lightning's checkpoint, so a resumed run reports the whole curve.
-            def state_dict(self) -> dict:
-                return {
-                    "history": self.history,
-                    "real_share": self.real_share,
-                    "trained_tokens": self.trained_tokens,
-                }
-
-            def load_state_dict(self, state: dict) -> None:
-                self.history = [tuple(x) for x in state["history"]]
-                self.real_share = list(state["real_share"])
-                self.trained_tokens = int(state["trained_tokens"])
-
-        return LossHistory()
+    Adam's updates at fine-tuning learning rates (1e-6) are far below bf16's resolution near a weight's
+    value, so bf16 weights updated by a plain optimizer barely move (measured on a tiny model at lr 1e-6:
+    1.9% of the weights changed after 3 or 25 AdamW steps in bf16, 100% in fp32). The weights stay fp32 (master weights) wherever the optimizer is plain torch: with mixed
+    precision the forward pass still runs in bf16 under autocast. DeepSpeed keeps fp32 master copies in its
+    own optimizer, so there the weights load in ``train.dtype``. ``train.dtype`` also sets the dtype of
+    the exported checkpoint.
+    """
+    precision = str(trainer.get("precision", "32-true"))
+    if trainer.get("strategy") == "deepspeed" and precision != "32-true":
+        return str(hparams.get("dtype", "float32"))
+    if precision.endswith("-true") and precision != "32-true":
+        raise TrainingError(
+            f"trainer.precision={precision} keeps the weights in 16 bits and updates them with torch AdamW, "
+            "which loses fine-tuning updates; use precision bf16-mixed (fp32 master weights) or a deepspeed "
+            "trainer"
+        )
+    return "float32"
 
 
-def run_training(
-    plan: TrainingPlan,
-    *,
-    problems: list[Problem],
-    resolve_checkpoint: Callable[[Mapping[str, Any]], str],
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train (or resume, or skip when finished); returns the run's train_summary."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from transformers import AutoTokenizer
+def build_module(plan: TrainingPlan, checkpoint: str) -> Any:
+    """The LightningModule for the plan's student: weights dtype, attention and optimizer as the
+    trainer needs them (see :func:`weights_dtype`, ``models.attention_implementation``)."""
+    from ..models import attention_implementation
+    from .module import SFTModule
 
-    from .module import SFTDataModule, SFTModule
-    from .strategies import build_strategy
-
-    if (plan.run_dir / SUMMARY).is_file():
-        log.info("skipping %s: already finished", plan.run_dir)
-        return runs.read_json(plan.run_dir / SUMMARY)
-    runs.claim_run_dir(plan.run_dir, plan.signature)
-    started = time.time()
-    checkpoint = resolve_checkpoint(plan.student)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    items, data_info = build_examples(plan, problems, tokenizer)
     hp, tr = plan.hparams, plan.trainer
-    pl.seed_everything(plan.seed, workers=True, verbose=False)
-    module = SFTModule(
+    options = tr.get("strategy_options") or {}
+    return SFTModule(
         checkpoint,
         lr=float(hp["lr"]),
         weight_decay=float(hp.get("weight_decay", 0.0)),
         warmup_steps=int(hp.get("warmup_steps", 0)),
         max_steps=int(hp["max_steps"]),
         schedule=str(hp.get("schedule", "cosine")),
-        dtype=str(hp.get("dtype", "float32")),
+        dtype=weights_dtype(hp, tr),
         freeze_embeddings=bool(hp.get("freeze_embeddings", False)),
         gradient_checkpointing=bool(hp.get("gradient_checkpointing", False)),
+        attn_implementation=attention_implementation(plan.student, checkpoint),
+        # ZeRO-Offload steps the optimizer on the CPU: DeepSpeed's vectorised CPU Adam, not torch's.
+        cpu_optimizer=tr.get("strategy") == "deepspeed" and bool(options.get("offload_optimizer")),
     )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    data = SFTDataModule(items, batch_size=int(hp["batch_size"]), pad_id=pad_id, seed=plan.seed)
-    ckpt_dir = plan.run_dir / LIGHTNING
-    history = _LossHistory()
-    callbacks = [
-        history,
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=int(tr.get("checkpoint_every_n_steps", 5)),
-        ),
-    ]
-    on_cpu = tr.get("accelerator", "auto") == "cpu" or not _cuda()  # see effective_trainer
-    trainer = pl.Trainer(
+
+
+def build_trainer(plan: TrainingPlan, callbacks: list[Any], progress: bool) -> Any:
+    """A Lightning Trainer from the plan's (effective) trainer settings."""
+    import pytorch_lightning as pl
+
+    from .strategies import build_strategy
+
+    hp, tr = plan.hparams, plan.trainer
+    on_cpu = tr.get("accelerator", "auto") == "cpu"  # effective_trainer's fallback, or trainer=cpu
+    return pl.Trainer(
         accelerator=tr.get("accelerator", "auto"),
         devices=tr.get("devices", "auto"),
         num_nodes=int(tr.get("num_nodes", 1)),
@@ -279,60 +268,101 @@ def run_training(
         log_every_n_steps=1,
         enable_progress_bar=progress,
         enable_model_summary=False,
+        enable_checkpointing=False,  # StepCheckpoints writes the resume state
         logger=_loggers(plan),
         callbacks=callbacks,
         default_root_dir=str(plan.run_dir),
         deterministic=False,
         use_distributed_sampler=False,  # LengthBucketBatches shards batches over ranks itself
     )
-    last = ckpt_dir / "last.ckpt"
-    if last.exists():
-        log.info("resuming %s from %s", plan.run_dir, last)
+
+
+def run_training(
+    plan: TrainingPlan,
+    *,
+    problems: list[Problem],
+    resolve_checkpoint: Callable[[Mapping[str, Any]], str],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume, or skip when finished); returns the run's train_summary."""
+    import pytorch_lightning as pl
+    from transformers import AutoTokenizer
+
+    from .callbacks import LossHistory, StepCheckpoints, resume_checkpoint
+    from .module import SFTDataModule
+
+    if (plan.run_dir / SUMMARY).is_file():
+        log.info("skipping %s: already finished", plan.run_dir)
+        return runs.read_json(plan.run_dir / SUMMARY)
+    runs.claim_run_dir(plan.run_dir, plan.signature)
+    started = time.time()
+    checkpoint = resolve_checkpoint(plan.student)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    items, data_info = build_examples(plan, problems, tokenizer)
+    pl.seed_everything(plan.seed, workers=True, verbose=False)
+    module = build_module(plan, checkpoint)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    data = SFTDataModule(items, batch_size=int(plan.hparams["batch_size"]), pad_id=pad_id, seed=plan.seed)
+    state_dir = plan.run_dir / LIGHTNING
+    history = LossHistory()
+    every = int(plan.trainer.get("checkpoint_every_n_steps", 5))
+    trainer = build_trainer(plan, [history, StepCheckpoints(state_dir, every)], progress)
+    resume = resume_checkpoint(state_dir)
+    if resume is not None:
+        log.info("resuming %s from %s", plan.run_dir, resume)
     # Our own Lightning checkpoints (trusted: written by this run) hold the optimizer state too.
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     state_dict = gathered_state_dict(trainer)  # a collective under ZeRO-3: every rank takes part
-    summary: dict[str, Any] = {}
-    if trainer.is_global_zero:
-        export_checkpoint(module, tokenizer, plan.run_dir / CHECKPOINT, state_dict)
-        losses = history.history
-        summary = {
-            "regime": plan.regime.name,
-            "student": plan.student["name"],
-            "data_source": plan.source,
-            "data_relation": plan.regime.relation(plan.source),
-            "sampler": plan.regime.sampler_for(plan.source).name,
-            "dataset": plan.dataset["name"],
-            "samples_run": str(plan.samples_dir),
-            **data_info,
-            "steps": int(trainer.global_step),
-            "max_steps": int(hp["max_steps"]),
-            "training_length": f"{int(hp['max_steps'])} optimizer steps (fixed, equal for WC and SE data)",
-            "batch_size": int(hp["batch_size"]) * int(tr.get("accumulate_grad_batches", 1)),
-            "trained_tokens": history.trained_tokens,
-            "real_token_share": sum(history.real_share) / len(history.real_share)
-            if history.real_share
-            else None,
-            "final_loss": losses[-1][1] if losses else None,
-            "loss_curve": [[s, round(v, 5)] for s, v in losses],
-            "resumed_from_step": history.start_step,
-            "wall_time_s": round(time.time() - started, 2),
-            "checkpoint": str(plan.run_dir / CHECKPOINT),
-            "seed": plan.seed,
-            "trainer": {
-                k: tr.get(k)
-                for k in ("accelerator", "strategy", "strategy_options", "precision", "devices", "num_nodes")
-            }
-            | {"world_size": int(trainer.world_size), "fallback": tr.get("fallback")},
-        }
-        runs.atomic_write_json(plan.run_dir / SUMMARY, summary)  # completion marker: last
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the HF checkpoint supersedes the resume state
+    if not trainer.is_global_zero:
+        return {}
+    export_checkpoint(
+        module, tokenizer, plan.run_dir / CHECKPOINT, state_dict, dtype=plan.hparams.get("dtype")
+    )
+    summary = _summary(plan, trainer, module, history, data_info, started)
+    runs.atomic_write_json(plan.run_dir / SUMMARY, summary)  # completion marker: last
+    shutil.rmtree(state_dir, ignore_errors=True)  # the exported checkpoint supersedes the resume state
     return summary
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+def _summary(
+    plan: TrainingPlan, trainer: Any, module: Any, history: Any, data_info: dict, started: float
+) -> dict[str, Any]:
+    hp, tr = plan.hparams, plan.trainer
+    losses = history.history
+    return {
+        "regime": plan.regime.name,
+        "student": plan.student["name"],
+        "data_source": plan.source,
+        "data_relation": plan.regime.relation(plan.source),
+        "sampler": plan.regime.sampler_for(plan.source).name,
+        "dataset": plan.dataset["name"],
+        "samples_run": str(plan.samples_dir),
+        **data_info,
+        "steps": int(trainer.global_step),
+        "max_steps": int(hp["max_steps"]),
+        "training_length": f"{int(hp['max_steps'])} optimizer steps (fixed, equal for WC and SE data)",
+        "batch_size": int(hp["batch_size"]) * int(tr.get("accumulate_grad_batches", 1)),
+        "trained_tokens": history.trained_tokens,
+        "real_token_share": sum(history.real_share) / len(history.real_share) if history.real_share else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "loss_curve": [[s, round(v, 5)] for s, v in losses],
+        "resumed_from_step": history.start_step,
+        "wall_time_s": round(time.time() - started, 2),
+        "peak_gpu_memory_gib": _peak_gpu_memory_gib(),
+        "checkpoint": str(plan.run_dir / CHECKPOINT),
+        "seed": plan.seed,
+        "trainer": {
+            k: tr.get(k)
+            for k in ("accelerator", "strategy", "strategy_options", "precision", "devices", "num_nodes")
+        }
+        | {"world_size": int(trainer.world_size), "fallback": tr.get("fallback")},
+        "model": {
+            "weights_dtype": module.hparams.dtype,
+            "export_dtype": hp.get("dtype", "float32"),
+            "attn_implementation": module.hparams.attn_implementation,
+            "optimizer": _optimizer_name(trainer),
+        },
+    }
 
 
 def _loggers(plan: TrainingPlan) -> list[Any]:
@@ -359,22 +389,70 @@ def _loggers(plan: TrainingPlan) -> list[Any]:
     return loggers
 
 
+def _peak_gpu_memory_gib() -> float | None:
+    """Peak memory this process allocated on its GPU (None on the CPU)."""
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+
+
+def _optimizer_name(trainer: Any) -> str | None:
+    """The optimizer that updates the weights (DeepSpeed wraps it in its ZeRO optimizer)."""
+    if not trainer.optimizers:
+        return None
+    optimizer = trainer.optimizers[0]
+    return type(getattr(optimizer, "optimizer", optimizer)).__name__
+
+
 def gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
-    """Full weights under ZeRO-3 (partitioned over ranks), None where the module holds them already."""
+    """The student's full weights under ZeRO-3 (partitioned over ranks; a collective), keyed as the
+    Hugging Face model names them; None where the module holds its weights already.
+
+    DeepSpeed wraps the whole LightningModule, so its keys carry the module's attribute prefix
+    (``model.model.layers.0...``); vLLM refuses those, so the prefix goes and every key is checked
+    against the student's own parameter names.
+    """
     strategy = trainer.strategy
     engine = getattr(strategy, "deepspeed_engine", None)
-    if engine is not None and getattr(strategy, "zero_stage_3", False):
-        return engine._zero3_consolidated_16bit_state_dict()
-    return None
+    if engine is None or not getattr(strategy, "zero_stage_3", False):
+        return None
+    full = engine._zero3_consolidated_16bit_state_dict()
+    if full is None:  # ranks other than 0
+        return None
+    prefix = f"{WRAPPED}."
+    state = {k.removeprefix(prefix): v for k, v in full.items()}
+    model = getattr(trainer.lightning_module, WRAPPED)
+    names, params = set(model.state_dict()), {n for n, _ in model.named_parameters()}  # tied: once
+    if not params <= set(state) <= names:
+        raise RuntimeError(
+            "the gathered ZeRO-3 state dict does not match the student's parameter names: "
+            f"unexpected {sorted(set(state) - names)[:5]}, missing {sorted(params - set(state))[:5]}"
+        )
+    return state
 
 
 def export_checkpoint(
-    module: Any, tokenizer: Any, target: Path, state_dict: dict[str, Any] | None = None
+    module: Any,
+    tokenizer: Any,
+    target: Path,
+    state_dict: dict[str, Any] | None = None,
+    dtype: str | None = None,
 ) -> None:
-    """Save the trained student as a Hugging Face checkpoint, atomically (tmp folder, then rename)."""
+    """Save the trained student as a Hugging Face checkpoint in ``dtype`` (default: as trained),
+    atomically (tmp folder, then rename)."""
+    import torch
+
+    model = getattr(module, WRAPPED)
+    state = state_dict if state_dict is not None else model.state_dict()
+    if dtype:
+        cast = getattr(torch, dtype)
+        state = {k: v.to(cast) if v.is_floating_point() else v for k, v in state.items()}
+        model.config.dtype = cast
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    module.model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+    model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)

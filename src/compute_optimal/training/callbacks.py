@@ -1,0 +1,83 @@
+"""Lightning callbacks of the training stage: the loss history, and resume state that survives a kill."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from .. import runs
+
+# The resume state lives in <run>/lightning/: step-<N>.ckpt (a file, or a folder under DeepSpeed) and
+# this pointer, which names the newest checkpoint that was written completely.
+POINTER = "complete"
+
+
+class LossHistory(pl.Callback):
+    """Keeps (step, loss) pairs, the share of real tokens and the trained tokens for the summary and the
+    report's loss curves; its state is saved in the checkpoint, so a resumed run reports the whole curve."""
+
+    def __init__(self) -> None:
+        self.start_step = 0
+        self.history: list[tuple[int, float]] = []
+        self.real_share: list[float] = []
+        self.trained_tokens = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.history.append((trainer.global_step, float(loss.detach())))
+        mask = batch["attention_mask"]
+        self.real_share.append(float(mask.sum() / mask.numel()))
+        self.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "real_share": self.real_share, "trained_tokens": self.trained_tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [tuple(x) for x in state["history"]]
+        self.real_share = list(state["real_share"])
+        self.trained_tokens = int(state["trained_tokens"])
+
+
+class StepCheckpoints(pl.Callback):
+    """Resume state every ``every_n_steps`` optimizer steps, written beside the previous one.
+
+    DeepSpeed writes its checkpoint (a folder of per-rank files, ~380 GB for a 27B student) in place; a
+    kill during the write would leave neither the old nor the new state. Here each checkpoint gets its own
+    name; once every rank has written its part, rank 0 points ``complete`` at it (an atomic rename) and
+    only then deletes the older ones. A kill at any moment leaves the pointer on a whole checkpoint.
+    """
+
+    def __init__(self, folder: Path, every_n_steps: int) -> None:
+        self.folder = Path(folder)
+        self.every = max(1, int(every_n_steps))
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        # Several batches share a step under gradient accumulation: save once per step.
+        if step == 0 or step % self.every or step == self._saved_step:
+            return
+        self._saved_step = step
+        path = self.folder / f"step-{step:08d}.ckpt"
+        trainer.save_checkpoint(path)  # a collective under DeepSpeed: every rank writes its shards
+        trainer.strategy.barrier("checkpoint-written")
+        if trainer.is_global_zero:
+            runs.atomic_write_text(self.folder / POINTER, path.name)
+            for old in self.folder.glob("step-*.ckpt"):
+                if old.name != path.name:
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+        trainer.strategy.barrier("checkpoint-switched")
+
+
+def resume_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint under ``folder`` (None: start from the beginning)."""
+    pointer = Path(folder) / POINTER
+    if not pointer.is_file():
+        return None
+    path = Path(folder) / pointer.read_text().strip()
+    return path if path.exists() else None
