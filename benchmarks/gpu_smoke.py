@@ -1,4 +1,4 @@
-"""GPU smoke check: run it on a fresh cluster node before the first sweep (a few minutes on one GPU).
+"""GPU smoke check: run it on a fresh cluster node before the first sweep (minutes on one GPU; not yet timed).
 
     python benchmarks/gpu_smoke.py [--models gemma2_9b,gemma2_27b]
         [--trainers gpu,deepspeed_zero2,deepspeed_zero3,deepspeed_zero3_offload]
@@ -324,9 +324,9 @@ def train_args(trainer: str, steps: int) -> list[str]:
         "regime=knowledge_distillation",
         f"pair.distill_student={STUDENT}",
         "data.source=wc",
-        f"trainer={trainer}",
-        "trainer.devices=1",
+        f"trainer={trainer}",  # devices -1: every visible GPU (one process on a CPU)
         f"train.max_steps={steps}",
+        "train.dtype=bfloat16",  # exported in bf16 as on a cluster: a cast that must keep tied weights tied
         f"train.lr={TRAIN_LR}",
         "logger=none",
         "progress=false",

@@ -167,6 +167,17 @@ def test_gpus_without_usable_cuda_stop_the_job(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", "2")
     with pytest.raises(devices.DeviceError, match=r"SLURM gave this job 2 GPU\(s\), but CUDA is not usable"):
         choose_backend("auto")
+    # A CUDA build of torch is probed in a child process; this CPU build claims to be one, so the real
+    # child runs and reports that CUDA is unavailable, with torch's CUDA build in the message.
+    import torch
+
+    devices.probe_cuda.cache_clear()
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    cuda = devices.probe_cuda()
+    assert cuda.devices == 0 and cuda.build == "13.0" and cuda.error
+    with pytest.raises(devices.DeviceError, match=r"torch is built for CUDA 13\.0"):
+        choose_backend("auto")
+    devices.probe_cuda.cache_clear()
     monkeypatch.delenv("SLURM_GPUS_ON_NODE")
     monkeypatch.setenv("SLURM_JOB_GPUS", "0,1,2")
     assert devices.allocated_gpus() == 3

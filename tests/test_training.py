@@ -313,6 +313,12 @@ def test_kill_during_training_and_resume(tiny_data: Path) -> None:
     assert summary["steps"] == 30
     assert summary["resumed_from_step"] >= killed_at
     assert [s for s, _ in summary["loss_curve"]] == list(range(1, 31))  # steps before the kill too
+    # The resumed run trains on the batches an uninterrupted one does, in the same order: same losses.
+    clean = tiny_data / "uninterrupted"
+    write_sampling_run(clean, PROBLEMS, dataset="arith", model="tiny_random", samples_per_problem=4)
+    run_cli(clean, *args)
+    uninterrupted = json.loads((clean / run_dir.relative_to(tiny_data) / "train_summary.json").read_text())
+    assert summary["loss_curve"] == uninterrupted["loss_curve"]
 
 
 def _resume_step(state: Path) -> int:
@@ -484,6 +490,23 @@ def test_plain_optimizers_update_fp32_master_weights(tiny_data: Path) -> None:
     with pytest.raises(TrainingError, match="bf16-true"):
         weights_dtype(hparams, {"strategy": "auto", "precision": "bf16-true"})
     assert weights_dtype(hparams, {"strategy": "deepspeed", "precision": "bf16-mixed"}) == "bfloat16"
+    assert weights_dtype(hparams, {"strategy": "ddp", "precision": "bf16-mixed"}) == "float32"  # on GPUs
+
+
+def test_a_cast_export_keeps_tied_weights_tied(tiny_data: Path, tmp_path: Path) -> None:
+    """fp32 master weights exported in bf16 (train.dtype): Gemma2's tied embedding and LM head must stay
+    one tensor, saved once under the base checkpoint's names; a second copy (lm_head.weight) is what
+    vLLM's Gemma2, which has no lm_head module, refuses."""
+    from compute_optimal.training.stage import build_module, export_checkpoint
+
+    plan = _plan(tiny_data, "tiny_random_gemma2", trainer="gpu")
+    checkpoint = models.resolve_checkpoint(plan.student)
+    module = build_module(plan, checkpoint)
+    module.configure_model()
+    assert module.hparams.dtype == "float32"
+    export_checkpoint(module, _tok(checkpoint), tmp_path / "export", dtype="bfloat16")
+    assert _tensor_names(tmp_path / "export") == _tensor_names(checkpoint)
+    assert "lm_head.weight" not in _tensor_names(tmp_path / "export")
 
 
 def _tok(checkpoint: str):

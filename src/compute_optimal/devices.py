@@ -26,9 +26,10 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     devices, error = 0, None
     try:
+        # cudaGetDeviceCount: fails (with torch's warning) for a driver too old for torch's CUDA build.
+        # No allocation: every rank of a job probes, and an exclusive-process GPU takes one context.
         if torch.cuda.is_available():
             devices = torch.cuda.device_count()
-            torch.zeros(1, device="cuda")  # a real allocation, not only a device count
     except Exception as exc:
         devices, error = 0, f"{type(exc).__name__}: {exc}"
     if not devices and error is None:
@@ -65,9 +66,12 @@ def probe_cuda() -> Cuda:
     if torch.version.cuda is None:  # a CPU build: nothing to probe
         return Cuda(0, f"this torch build ({torch.__version__}) has no CUDA support", None)
     env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=300
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=300
+        )
+    except subprocess.TimeoutExpired:
+        return Cuda(0, "the CUDA check hung for 300 s", torch.version.cuda)
     try:
         found = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):

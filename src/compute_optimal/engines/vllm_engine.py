@@ -43,9 +43,9 @@ class VLLMEngine(Engine):
         # this process before, the engine core starts in a fresh (spawned) interpreter on GPUs.
         if backend == "vllm":
             os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-        if batch_invariant:
-            # Bitwise-equal samples whatever else shares the batch (vLLM's batch-invariant kernels).
-            os.environ["VLLM_BATCH_INVARIANT"] = "1"
+            # Bitwise-equal samples whatever else shares the batch (vLLM's batch-invariant kernels). The
+            # config decides, for every engine of the process (vLLM reads it from the environment).
+            os.environ["VLLM_BATCH_INVARIANT"] = "1" if batch_invariant else "0"
         from vllm import LLM
 
         kwargs = dict(

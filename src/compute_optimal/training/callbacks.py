@@ -49,7 +49,8 @@ class StepCheckpoints(pl.Callback):
     DeepSpeed writes its checkpoint (a folder of per-rank files, ~380 GB for a 27B student) in place; a
     kill during the write would leave neither the old nor the new state. Here each checkpoint gets its own
     name; once every rank has written its part, rank 0 points ``complete`` at it (an atomic rename) and
-    only then deletes the older ones. A kill at any moment leaves the pointer on a whole checkpoint.
+    only then deletes the older ones. A kill at any moment leaves the pointer on a whole checkpoint; the
+    price is room for two checkpoints during each switch.
     """
 
     def __init__(self, folder: Path, every_n_steps: int) -> None:
@@ -59,19 +60,20 @@ class StepCheckpoints(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        # Several batches share a step under gradient accumulation: save once per step.
-        if step == 0 or step % self.every or step == self._saved_step:
+        # Several batches share a step under gradient accumulation: save once per step. The last step
+        # needs no resume state (the export follows; a 27B ZeRO-3 state is ~380 GB).
+        if step == 0 or step % self.every or step == self._saved_step or step >= trainer.max_steps:
             return
         self._saved_step = step
         path = self.folder / f"step-{step:08d}.ckpt"
-        trainer.save_checkpoint(path)  # a collective under DeepSpeed: every rank writes its shards
-        trainer.strategy.barrier("checkpoint-written")
+        # A collective under DeepSpeed (every rank writes its shards), ending in a barrier: once it returns,
+        # the checkpoint is whole on every rank.
+        trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             runs.atomic_write_text(self.folder / POINTER, path.name)
             for old in self.folder.glob("step-*.ckpt"):
                 if old.name != path.name:
                     shutil.rmtree(old) if old.is_dir() else old.unlink()
-        trainer.strategy.barrier("checkpoint-switched")
 
 
 def resume_checkpoint(folder: Path) -> Path | None:

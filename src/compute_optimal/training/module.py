@@ -130,6 +130,9 @@ class SFTDataModule(pl.LightningDataModule):
         sampler = LengthBucketBatches(
             [len(x["input_ids"]) for x in self.items], self.batch_size, self.seed, rank=rank, world_size=world
         )
+        if self.trainer is not None and self.trainer.global_step:
+            # Resumed: Lightning cannot fast-forward this sampler, so it skips the batches already trained.
+            sampler.resume_after(self.trainer.global_step * self.trainer.accumulate_grad_batches)
         return torch.utils.data.DataLoader(
             SFTDataset(self.items), batch_sampler=sampler, collate_fn=partial(collate, pad_id=self.pad_id)
         )

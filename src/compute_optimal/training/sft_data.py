@@ -118,6 +118,12 @@ class LengthBucketBatches(torch.utils.data.Sampler):
         self.bucket = batch_size * bucket_factor
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self._skip = 0
+
+    def resume_after(self, batches: int) -> None:
+        """Continue after this rank's first ``batches`` batches (a resumed run): the order an
+        uninterrupted run takes, no batch seen twice or left out."""
+        self.epoch, self._skip = divmod(batches, len(self))
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(f"{self.seed}:{self.epoch}")
@@ -132,7 +138,9 @@ class LengthBucketBatches(torch.utils.data.Sampler):
         while len(batches) < self.world_size:  # tiny data sets: every rank still gets a batch
             batches += batches
         usable = len(batches) - len(batches) % self.world_size
-        return iter(batches[self.rank : usable : self.world_size])
+        mine = batches[self.rank : usable : self.world_size][self._skip :]
+        self._skip = 0
+        return iter(mine)
 
     def __len__(self) -> int:
         batches = (len(self.lengths) + self.batch_size - 1) // self.batch_size

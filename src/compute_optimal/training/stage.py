@@ -75,7 +75,7 @@ def effective_trainer(
                 "of a node to see all of the node's GPUs. Remove that binding from the site config."
             )
         tr["devices"] = slurm_tasks
-    elif not multi_process and (slurm_tasks or 1) > 1:
+    elif tr.get("devices", 1) in (1, "1") and (slurm_tasks or 1) > 1:
         raise TrainingError(
             f"trainer {tr.get('strategy', 'auto')!r} with devices={tr.get('devices')} trains in one process, but "
             f"this SLURM job runs {slurm_tasks} tasks per node: each would train its own copy into the same run "
@@ -433,6 +433,23 @@ def gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
     return state
 
 
+def _cast(state: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    """Floating tensors cast to ``dtype`` once per storage: tied weights (Gemma's embeddings = LM head) stay
+    one shared tensor, which save_pretrained writes once; two copies would add an ``lm_head.weight`` that
+    vLLM's Gemma2 (which has no lm_head module) refuses."""
+    cast: dict[tuple[int, tuple[int, ...]], Any] = {}
+    out = {}
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            out[name] = tensor
+            continue
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key not in cast:
+            cast[key] = tensor.to(dtype)
+        out[name] = cast[key]
+    return out
+
+
 def export_checkpoint(
     module: Any,
     tokenizer: Any,
@@ -447,9 +464,8 @@ def export_checkpoint(
     model = getattr(module, WRAPPED)
     state = state_dict if state_dict is not None else model.state_dict()
     if dtype:
-        cast = getattr(torch, dtype)
-        state = {k: v.to(cast) if v.is_floating_point() else v for k, v in state.items()}
-        model.config.dtype = cast
+        state = _cast(state, getattr(torch, dtype))
+        model.config.dtype = getattr(torch, dtype)
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
