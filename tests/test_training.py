@@ -649,6 +649,8 @@ def test_gpu_trainer_configs_fall_back_to_the_cpu() -> None:
     assert effective_trainer(gpu, cuda_devices=0, slurm_tasks=2)["devices"] == 2
     single = OmegaConf.to_container(compose_train("trainer=gpu").trainer, resolve=True)
     assert effective_trainer(single, cuda_devices=8, slurm_tasks=1)["devices"] == 1
+    explicit = {**gpu, "devices": 4}  # an explicit process count: the request asks for 4 tasks
+    assert effective_trainer(explicit, cuda_devices=8, slurm_tasks=4)["devices"] == 4
     # A single-process trainer in a job of 8 tasks would train 8 copies into one run folder.
     with pytest.raises(TrainingError, match="each would train its own copy"):
         effective_trainer(single, cuda_devices=8, slurm_tasks=8)
