@@ -42,6 +42,7 @@ def test_every_job_of_a_recipe_composes(recipe: str) -> None:
     from omegaconf import OmegaConf
 
     import compute_optimal.resolvers  # noqa: F401  (the co.* resolvers)
+    from compute_optimal.prefetch import ENTRY_CONFIGS
 
     _, stages, common = load_recipe(REPO / f"sweeps/{recipe}.yaml")
     parser = OverridesParser.create()
@@ -52,7 +53,7 @@ def test_every_job_of_a_recipe_composes(recipe: str) -> None:
             values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
             key = override.get_key_element()
             choices.append([f"{key}={v}" for v in values] if values else [override.input_line])
-        config = {"run_sample.py": "sample", "run_train.py": "train", "run_eval.py": "eval"}[stage.script]
+        config = ENTRY_CONFIGS[stage.script]
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             for job in itertools.product(*choices):
                 cfg = compose(config_name=config, overrides=list(job))
