@@ -74,19 +74,18 @@ def test_diversity_equals_enumeration() -> None:
         sizes = [labels.count(x) for x in dict.fromkeys(x for x in labels if x is not None)]
         for k in range(1, n + 1):
             expected = float(brute_distinct(labels, k))
-            assert metrics.expected_distinct(n, sizes, k) == pytest.approx(expected, abs=1e-12), (labels, k)
-            assert metrics.diversity_at_k([(n, sizes)], k) == pytest.approx(expected, abs=1e-12)
+            assert metrics.diversity_at_k([(n, sizes)], k) == pytest.approx(expected, abs=1e-12), (labels, k)
 
 
 def test_diversity_hand_computed() -> None:
     # Samples A, A, B, wrong: k=1 -> 2/4 + 1/4; k=2 -> (1 - 1/6) + (1 - 3/6); k=n -> 2 classes.
-    assert metrics.expected_distinct(4, [2, 1], 1) == pytest.approx(0.75)
-    assert metrics.expected_distinct(4, [2, 1], 2) == pytest.approx(4 / 3)
-    assert metrics.expected_distinct(4, [2, 1], 4) == pytest.approx(2.0)
+    assert metrics.diversity_at_k([(4, [2, 1])], 1) == pytest.approx(0.75)
+    assert metrics.diversity_at_k([(4, [2, 1])], 2) == pytest.approx(4 / 3)
+    assert metrics.diversity_at_k([(4, [2, 1])], 4) == pytest.approx(2.0)
     # Mean over problems, a problem without correct solutions counting 0.
     assert metrics.diversity_curve([(2, [1, 1]), (2, [])], 2) == pytest.approx([0.5, 1.0])
     with pytest.raises(ValueError):
-        metrics.expected_distinct(3, [2, 2], 1)
+        metrics.diversity_at_k([(3, [2, 2])], 1)
 
 
 def test_wilson_interval_known_values() -> None:

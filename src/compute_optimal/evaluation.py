@@ -14,9 +14,10 @@ The metrics are pure functions of the two sample tables:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,117 +27,98 @@ import pandas as pd
 from . import runs
 from .budget import Budget
 from .data import Problem
-from .engines import Borrowed, Engine
+from .engines import LazyEngine
 from .metrics import pass_at_k
-from .sampling import plan_sampling, run_sampling
+from .runs import EvalRun, TrainRun
+from .sampling import SamplingConfig, SamplingPlan, plan_sampling, run_sampling
+from .specs import Dataset, Model
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "eval_summary.json"
 GREEDY, SAMPLED = "greedy", "sampled"
 
 
 @dataclass(frozen=True)
 class EvalTarget:
-    """What is evaluated: a base model config, or a fine-tuned student's exported checkpoint."""
+    """What is evaluated: a base model, or a fine-tuned student's exported model."""
 
     kind: str  # "base" or "student"
-    name: str  # model name, or "<regime>/<student>/<source>-<budget>"
-    model: Mapping[str, Any]  # a model config (for a student: source "local" with its checkpoint path)
+    name: str  # base/<model>, or the training run's label <regime>/<student>/<sampler>-<budget>
+    model: Model  # for a student: its model config with origin "local" and the exported folder
     train_summary: Mapping[str, Any] | None = None
 
 
-def student_target(train_run: Path, expected_dataset: str) -> EvalTarget:
-    """The exported checkpoint of a finished training run; a clear error when it is not there."""
-    summary_path = train_run / "train_summary.json"
-    if not summary_path.is_file():
-        state = "unfinished (no train_summary.json)" if train_run.exists() else "missing"
+def student_target(trained: TrainRun, expected_dataset: str, student: Model) -> EvalTarget:
+    """The exported model of a finished training run; a clear error when it is not there."""
+    if not trained.is_finished():
         raise runs.RunError(
-            f"the student checkpoint of {train_run} is {state}; train it with run_train.py first"
+            f"the student of {trained.path} is {trained.state()} (no {trained.SUMMARY}); "
+            f"train it first: {trained.command}"
         )
-    summary = runs.read_json(summary_path)
+    summary = trained.read_summary()
     if summary.get("dataset") != expected_dataset:
         raise runs.RunError(
-            f"{train_run} was trained on {summary.get('dataset')!r}, not on {expected_dataset!r} "
-            "(set checkpoint.train_dataset to evaluate it on another test set)"
+            f"{trained.path} was trained on {summary.get('dataset')!r}, not on {expected_dataset!r} "
+            "(set task.student.train_dataset to evaluate it on another test set)"
         )
-    checkpoint = Path(summary["checkpoint"])
-    if not (checkpoint / "config.json").is_file():
-        raise runs.RunError(f"{checkpoint} is not a Hugging Face checkpoint (no config.json)")
-    name = f"{summary['regime']}/{summary['student']}/{train_run.parent.name}"
-    model = {
-        "name": summary["student"],
-        "source": "local",
-        "path": str(checkpoint),
-        "params": summary.get("params", 1),
-    }
-    return EvalTarget("student", name, model, summary)
+    exported = Path(summary["model_dir"])
+    if not (exported / "config.json").is_file():
+        raise runs.RunError(f"{exported} is not a Hugging Face checkpoint (no config.json)")
+    model = dataclasses.replace(student, origin="local", path=str(exported))
+    return EvalTarget("student", trained.label, model, summary)
 
 
 def plan_runs(
     *,
-    run_dir: Path,
-    model: Mapping[str, Any],
-    dataset: Mapping[str, Any],
+    run: EvalRun,
+    model: Model,
+    dataset: Dataset,
     problems: Sequence[Problem],
     num_samples: int,
     temperature: float,
     max_new_tokens: int,
     chunk_size: int,
     seed: int,
-) -> dict[str, Any]:
+) -> dict[str, SamplingPlan]:
     """The greedy and the sampled generation runs of one evaluation (sampling-stage plans)."""
     plans = {}
+    test = dataclasses.replace(dataset, split="test", limit=None)
     for kind, n, temp in ((GREEDY, 1, 0.0), (SAMPLED, num_samples, temperature)):
         if n < 1:
             continue
-        budget = Budget(f"eval-{kind}", "number", str(model["name"]), n, float(model.get("params") or 1))
         plans[kind] = plan_sampling(
-            run_dir=run_dir / kind,
-            model={**model, "params": float(model.get("params") or 1)},
-            budget=budget,
-            dataset={**dataset, "limit": dataset.get("limit"), "split": "test"},
+            run=run.generation(kind),
+            model=model,
+            budget=Budget(f"eval-{kind}", "number", model.name, n, model.params),
+            dataset=test,
             problems=problems,
-            sampling={"temperature": temp, "max_new_tokens": max_new_tokens, "chunk_size": chunk_size},
+            sampling=SamplingConfig(temperature=temp, max_new_tokens=max_new_tokens, chunk_size=chunk_size),
             seed=seed,
         )
     return plans
 
 
 def run_evaluation(
-    run_dir: Path,
+    run: EvalRun,
     target: EvalTarget,
-    plans: Mapping[str, Any],
-    make_engine: Callable[[], Engine],
+    plans: Mapping[str, SamplingPlan],
+    engine: LazyEngine,
     *,
     ks: Sequence[int] = (1, 4, 8),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate (or resume), grade and score; ``eval_summary.json`` is written last."""
-    if (run_dir / SUMMARY).is_file():
-        return runs.read_json(run_dir / SUMMARY)
-    engine_holder: dict[str, Engine] = {}
-
-    def shared_engine() -> Engine:
-        if "engine" not in engine_holder:
-            engine_holder["engine"] = make_engine()
-        return Borrowed(engine_holder["engine"])
-
-    try:
-        summaries = {
-            kind: run_sampling(plan, shared_engine, progress=progress) for kind, plan in plans.items()
-        }
-    finally:
-        if "engine" in engine_holder:
-            engine_holder["engine"].close()
+    """Generate (or resume, or skip when finished), grade and score; ``eval_summary.json`` is written last."""
+    if run.is_finished():
+        return run.read_summary()
+    summaries = {kind: run_sampling(plan, engine, progress=progress) for kind, plan in plans.items()}
     tables = {kind: pd.read_parquet(s["samples_path"]) for kind, s in summaries.items()}
     metrics = accuracy_metrics(tables.get(GREEDY), tables.get(SAMPLED), ks)
     any_plan = next(iter(plans.values()))
     summary = {
         "target": target.name,
         "kind": target.kind,
-        "model": target.model["name"],
-        "dataset": any_plan.dataset,
+        "model": target.model.name,
+        "dataset": any_plan.dataset.name,
         "split": "test",
         "num_problems": len(any_plan.problems),
         "seed": any_plan.seed,
@@ -148,9 +130,9 @@ def run_evaluation(
     if target.train_summary:
         summary["train"] = {
             k: target.train_summary.get(k)
-            for k in ("regime", "student", "data_source", "sampler", "num_examples", "steps", "final_loss")
+            for k in ("regime", "student", "sampler", "sampler_model", "num_examples", "steps", "final_loss")
         }
-    runs.atomic_write_json(run_dir / SUMMARY, summary)
+    run.write_summary(summary)
     return summary
 
 
@@ -179,7 +161,6 @@ def accuracy_metrics(
     counts = sampled.groupby("problem_id")["correct"].agg(["size", "sum"])
     out["samples_per_problem"] = n
     out[f"mean@{n}"] = float(sampled["correct"].mean())
-    out["mean_at_n"] = out[f"mean@{n}"]
     for k in sorted({k for k in ks if 1 <= k <= n} | {n}):
         out[f"pass@{k}"] = float(
             sum(pass_at_k(int(s), int(c), k) for s, c in counts.itertuples(index=False)) / len(counts)

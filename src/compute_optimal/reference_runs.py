@@ -31,7 +31,7 @@ def write_sampling_run(
     correct_share: float = 0.5,
 ) -> Path:
     """Write ``samples_per_problem`` samples of each problem as ``model``'s finished sampling run under
-    ``root`` (``runs.sample_run_dir``); about ``correct_share`` of them correct. Returns the run folder."""
+    ``root`` (``runs.SampleRun``); about ``correct_share`` of them correct. Returns the run folder."""
     rng = random.Random(f"{model}:{budget}")
     rows = []
     for p in problems:
@@ -54,22 +54,22 @@ def write_sampling_run(
                     "grade_status": "ok",
                 }
             )
-    run_dir = runs.sample_run_dir(root, dataset, model, budget, seed)
+    name, mode = budget.rsplit("-", 1)
+    run = runs.SampleRun.of(root, dataset, model, name, mode, seed)
     frame = pd.DataFrame(rows)
-    runs.atomic_write_parquet(run_dir / "samples.parquet", frame)
-    runs.atomic_write_json(
-        run_dir / "summary.json",
+    runs.atomic_write_parquet(run.samples_path, frame)
+    run.write_summary(
         {
             "model": model,
             "dataset": dataset,
-            "budget": budget.split("-")[0],
-            "budget_mode": budget.split("-")[1],
+            "budget": name,
+            "budget_mode": mode,
             "samples_per_problem": samples_per_problem,
             "num_problems": len(problems),
             "accuracy": float(frame.correct.mean()),
             "coverage": float(frame.groupby("problem_id").correct.any().mean()),
-            "samples_path": str(run_dir / "samples.parquet"),
+            "samples_path": str(run.samples_path),
             "finished_at": "fixture",
         },
     )
-    return run_dir
+    return run.path

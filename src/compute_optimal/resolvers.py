@@ -48,6 +48,65 @@ def model_config(name: str | None, conf: str | os.PathLike | None = None) -> Dic
     return OmegaConf.create(OmegaConf.to_container(node, resolve=True)["model"])
 
 
+def model_field(name: str | None, key: str | None = None) -> Any:
+    """``${co.model:<name>}``: a model's config; ``${co.model:<name>,params}``: one of its fields."""
+    node = model_config(name)
+    return node if key is None or node is None else node.get(key)
+
+
+def pair_config(name: str, conf: str | os.PathLike | None = None) -> DictConfig:
+    """``conf/pair/<name>.yaml``: a WC / SE model pair (and the distillation student it trains)."""
+    from .models import ModelError
+
+    path = Path(conf or conf_dir()) / "pair" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ModelError(f"unknown pair {name!r} (no {path}); known: {known}")
+    return OmegaConf.load(path)
+
+
+def pair_se(model: str | None, pair: str | None = None, conf: str | os.PathLike | None = None) -> str | None:
+    """The reference model of ``model``'s budgets: the SE model of its pair (``conf/pair/``).
+
+    With ``pair`` named, that pair's SE model; else the one pair that has ``model`` as its WC, SE or
+    distillation student (``python run_sample.py -m model=gemma2_9b,gemma2_27b`` needs no pair). A model
+    in no pair, or in pairs with different SE models, needs ``pair=<name>``.
+    """
+    from .budget import BudgetError
+
+    if pair not in (None, "None"):
+        return str(pair_config(pair, conf).se)
+    if model in (None, "None"):
+        return None
+    folder = Path(conf or conf_dir()) / "pair"
+    pairs = {p.stem: OmegaConf.load(p) for p in sorted(folder.glob("*.yaml"))}
+    found = {name: str(c.se) for name, c in pairs.items() if model in (c.wc, c.se, c.get("distill_student"))}
+    if len(set(found.values())) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise BudgetError(
+            f"model {model!r} is in no pair of {folder}, so its budget has no reference model: name the pair "
+            f"whose SE model the budget counts in, e.g. pair={next(iter(pairs), '<name>')}"
+        )
+    raise BudgetError(
+        f"model {model!r} is in pairs with different SE models ({found}): name one, e.g. pair={next(iter(found))}"
+    )
+
+
+def regime_student(regime: str, pair: Mapping[str, Any] | None) -> str | None:
+    """The model a regime trains for ``pair`` (training.regimes.pair_student); None where the pair names none."""
+    from .training.regimes import pair_student
+
+    return pair_student(str(regime), pair or {})
+
+
+def run_dir(stage: str, *, _root_: DictConfig) -> str:
+    """``${co.run_dir:<stage>}``: the run folder of the composed config (one layout: compute_optimal.runs)."""
+    from .stages.common import run_folder
+
+    return str(run_folder(stage, _root_).path)
+
+
 def job_resources(
     stage: str,
     model: Mapping[str, Any] | None,
@@ -106,10 +165,13 @@ def eval_model(base: Any, regime: str | None, student: str | None, pair: Mapping
     if regime is None or regime == "None":
         return base
     if student in (None, "None"):
-        from .training.regimes import pair_student
-
-        student = pair_student(regime, pair)
+        student = regime_student(regime, pair)
     return model_config(student)
+
+
+def judge_model(method: str, name: str | None) -> Any:
+    """The model config the data report runs: its LLM judge (``task.fpr.method=judge``), else none."""
+    return model_config(name) if method == "judge" else None
 
 
 def dirname(overrides: str, limit: int = 200) -> str:
@@ -129,9 +191,13 @@ def _plain(node: Any) -> dict:
 def register() -> None:
     """Register the resolvers (idempotent)."""
     resolvers = {
-        "co.model": model_config,
+        "co.model": model_field,
         "co.resources": job_resources,
         "co.eval_model": eval_model,
+        "co.judge_model": judge_model,
+        "co.pair_se": pair_se,
+        "co.student": regime_student,
+        "co.run_dir": run_dir,
         "co.dirname": dirname,
     }
     for name, fn in resolvers.items():

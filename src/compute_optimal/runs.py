@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-SUMMARY = "summary.json"
+SUMMARY = "summary.json"  # a sampling run's completion marker (RunFolder subclasses name their own)
 SIGNATURE = "run.json"
 
 
@@ -25,9 +27,173 @@ class RunError(RuntimeError):
     """A run folder is missing, unfinished, or holds a run of a different config."""
 
 
-def sample_run_dir(root: str | os.PathLike, dataset: str, model: str, budget: str, seed: int) -> Path:
-    """``<root>/sample/<dataset>/<model>/<budget>/seed<seed>``; ``budget`` is e.g. ``low-compute``."""
-    return Path(root) / "sample" / dataset / model / budget / f"seed{seed}"
+def budget_dir(budget_name: str, budget_mode: str) -> str:
+    """The budget part of a run folder: ``low-compute``, ``high-number``..."""
+    return f"{budget_name}-{budget_mode}"
+
+
+def _budget_args(budget: str, mode: str) -> list[str]:
+    """The overrides that select a budget by its folder name (``custom-s5`` is ``budget=custom`` + samples)."""
+    custom = re.fullmatch(r"custom-s(\d+)", budget)
+    args = (
+        ["budget=custom", f"budget.reference_samples={custom.group(1)}"] if custom else [f"budget={budget}"]
+    )
+    return args + ([f"budget.mode={mode}"] if mode != "compute" else [])
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's folder: its completion marker (written last, atomically), its config signature, and the
+    command that makes it (for messages that say how to fix a missing run)."""
+
+    path: Path
+    command: str = field(default="", compare=False)
+    SUMMARY: ClassVar[str] = SUMMARY
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / self.SUMMARY
+
+    def is_finished(self) -> bool:
+        return self.summary_path.is_file()
+
+    def state(self) -> str:
+        """ "finished", "unfinished" or "missing", for messages."""
+        return "finished" if self.is_finished() else "unfinished" if self.path.exists() else "missing"
+
+    def read_summary(self) -> dict[str, Any]:
+        if not self.is_finished():
+            made = f"; make it with: {self.command}" if self.command else ""
+            raise RunError(f"{self.path} is not a finished run ({self.state()}, no {self.SUMMARY}){made}")
+        return json.loads(self.summary_path.read_text())
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """The completion marker: write it last."""
+        atomic_write_json(self.summary_path, summary)
+
+    def claim(self, signature: Mapping[str, Any]) -> None:
+        claim_run_dir(self.path, signature)
+
+    def signature(self) -> dict[str, Any]:
+        return read_json(self.path / SIGNATURE)
+
+
+@dataclass(frozen=True)
+class SampleRun(RunFolder):
+    """A sampling run: ``<outputs>/sample/<dataset>/<model>/<budget>-<mode>/seed<seed>`` (or an evaluation's
+    greedy / sampled generation, which has the same files)."""
+
+    @classmethod
+    def of(
+        cls, outputs: str | os.PathLike, dataset: str, model: str, budget: str, mode: str, seed: int
+    ) -> SampleRun:
+        path = Path(outputs) / "sample" / dataset / model / budget_dir(budget, mode) / f"seed{seed}"
+        args = [f"model={model}", f"dataset={dataset}", *_budget_args(budget, mode)]
+        return cls(path, _command("run_sample.py", args, seed))
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / "samples.parquet"
+
+    def chunk_path(self, index: int) -> Path:
+        return self.path / "chunks" / f"chunk-{index:05d}.parquet"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.path / "shards"
+
+    def shard_path(self, shard: int, num_shards: int) -> Path:
+        return self.shards_dir / f"shard-{shard:05d}-of-{num_shards:05d}.json"
+
+    @property
+    def merge_lock(self) -> Path:
+        return self.path / ".merge.lock"
+
+
+@dataclass(frozen=True)
+class TrainRun(RunFolder):
+    """A fine-tuning run: ``<outputs>/train/<dataset>/<regime>/<student>/<sampler>-<budget>-<mode>/seed<seed>``,
+    where ``sampler`` (wc | se) says whose samples the student learned from."""
+
+    SUMMARY: ClassVar[str] = "train_summary.json"
+
+    @classmethod
+    def of(
+        cls,
+        outputs: str | os.PathLike,
+        dataset: str,
+        regime: str,
+        student: str,
+        sampler: str,
+        budget: str,
+        mode: str,
+        seed: int,
+        pair: str | None = None,
+    ) -> TrainRun:
+        path = (
+            Path(outputs)
+            / "train"
+            / dataset
+            / regime
+            / student
+            / f"{sampler}-{budget_dir(budget, mode)}"
+            / f"seed{seed}"
+        )
+        args = [*([f"pair={pair}"] if pair else []), f"regime={regime}", f"data.sampler={sampler}",
+                f"dataset={dataset}", *_budget_args(budget, mode)]  # fmt: skip
+        return cls(path, _command("run_train.py", args, seed))
+
+    @property
+    def label(self) -> str:
+        """``<regime>/<student>/<sampler>-<budget>``: the trained model's name in evaluations and reports."""
+        return "/".join(self.path.parts[-4:-1])
+
+    @property
+    def model_dir(self) -> Path:
+        """The exported student: a Hugging Face checkpoint (safetensors, config, tokenizer)."""
+        return self.path / "model"
+
+    @property
+    def resume_dir(self) -> Path:
+        """Lightning's resume states while the run trains (deleted once the model is exported)."""
+        return self.path / "resume"
+
+
+@dataclass(frozen=True)
+class EvalRun(RunFolder):
+    """An evaluation: ``<outputs>/eval/<dataset>/<target>/seed<seed>``, target ``base/<model>`` or a training
+    run's label; its greedy and sampled generations are sampling runs inside it."""
+
+    target: str = field(default="", compare=False)  # base/<model> or a training run's label
+    SUMMARY: ClassVar[str] = "eval_summary.json"
+
+    @classmethod
+    def of_base(cls, outputs: str | os.PathLike, dataset: str, model: str, seed: int) -> EvalRun:
+        args = ["task=evaluate", f"dataset={dataset}", f"model={model}"]
+        target = f"base/{model}"
+        return cls(cls._path(outputs, dataset, target, seed), _command("run_eval.py", args, seed), target)
+
+    @classmethod
+    def of_student(cls, outputs: str | os.PathLike, dataset: str, trained: TrainRun, seed: int) -> EvalRun:
+        regime, _, data = trained.label.split("/")
+        sampler, budget = data.split("-", 1)
+        name, mode = budget.rsplit("-", 1)
+        args = ["task=evaluate", f"dataset={dataset}", f"task.student.regime={regime}",
+                f"task.student.sampler={sampler}", *_budget_args(name, mode)]  # fmt: skip
+        path = cls._path(outputs, dataset, trained.label, seed)
+        return cls(path, _command("run_eval.py", args, seed), trained.label)
+
+    @staticmethod
+    def _path(outputs: str | os.PathLike, dataset: str, target: str, seed: int) -> Path:
+        return Path(outputs) / "eval" / dataset / target / f"seed{seed}"
+
+    def generation(self, kind: str) -> SampleRun:
+        """The greedy or the sampled generation run."""
+        return SampleRun(self.path / kind)
+
+
+def _command(script: str, args: list[str], seed: int) -> str:
+    return " ".join(["python", script, *args, *([f"seed={seed}"] if seed else [])])
 
 
 def is_finished(run_dir: str | os.PathLike) -> bool:
@@ -35,10 +201,7 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
 
 
 def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / SUMMARY
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a finished run (no {SUMMARY})")
-    return json.loads(path.read_text())
+    return SampleRun(Path(run_dir)).read_summary()
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -95,18 +258,6 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
-
-
-def budget_dir(budget_name: str, budget_mode: str) -> str:
-    """The budget part of a run folder: ``low-compute``, ``high-number``..."""
-    return f"{budget_name}-{budget_mode}"
-
-
-def train_run_dir(
-    root: str | os.PathLike, dataset: str, regime: str, student: str, source: str, budget: str, seed: int
-) -> Path:
-    """``<root>/train/<dataset>/<regime>/<student>/<source>-<budget>/seed<seed>``."""
-    return Path(root) / "train" / dataset / regime / student / f"{source}-{budget}" / f"seed{seed}"
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,9 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pandas as pd
@@ -29,14 +28,13 @@ from . import runs
 from .analysis import data_quality
 from .budget import Budget, BudgetError, Ledger
 from .data import Problem, select_subset
-from .engines import Engine, Request, SamplingSettings
+from .engines import Engine, LazyEngine, Request, SamplingSettings
 from .prompts import PromptTemplate, get_template
+from .runs import SampleRun
+from .specs import Dataset, Model, plain
 
 log = logging.getLogger(__name__)
 
-SAMPLES = "samples.parquet"
-CHUNKS = "chunks"
-SHARDS = "shards"
 WORK_COUNTS = ("new_samples", "new_tokens", "engine_time_s")  # what a job did, added up over a run's shards
 COLUMNS = [
     "problem_id",
@@ -58,17 +56,47 @@ class SamplingError(ValueError):
     """A sampling setting out of range (chunk size, shard index)."""
 
 
+@dataclass(frozen=True)
+class SamplingConfig:
+    """``sampling:`` of conf/sample.yaml: decoding, chunking and sharding of one run."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] | None = None  # None: the prompt template's stop sequences
+    chunk_size: int = 32
+    num_shards: int = 1
+    shard: int = 0
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise SamplingError(f"sampling.chunk_size must be >= 1, got {self.chunk_size}")
+        if self.num_shards < 1 or not 0 <= self.shard < self.num_shards:
+            raise SamplingError(
+                f"sampling.shard must be in [0, sampling.num_shards) and num_shards >= 1; got shard={self.shard}, "
+                f"num_shards={self.num_shards}"
+            )
+
+    @classmethod
+    def from_config(cls, node: Any) -> SamplingConfig:
+        values = dict(plain(node))
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SamplingError(f"unknown sampling setting(s) {unknown}")
+        if values.get("stop") is not None:
+            values["stop"] = tuple(values["stop"])
+        return cls(**values)
+
+
 @dataclass
 class SamplingPlan:
     """Everything a sampling run needs, validated; no model loaded yet."""
 
-    run_dir: Path
-    model: Mapping[str, Any]
+    run: SampleRun
+    model: Model
     budget: Budget
     samples_per_problem: int
-    dataset: str
-    split: str
-    answer_format: str
+    dataset: Dataset
     problems: list[Problem]
     template: PromptTemplate
     settings: SamplingSettings
@@ -83,6 +111,11 @@ class SamplingPlan:
         size = self.chunk_size
         return [self.problems[i : i + size] for i in range(0, len(self.problems), size)]
 
+    @property
+    def mine(self) -> list[int]:
+        """The chunks this shard does."""
+        return [i for i in range(len(self.chunks)) if i % self.num_shards == self.shard]
+
 
 def problem_seed(seed: int, problem_id: str) -> int:
     """A per-problem seed independent of chunking and batching; spread over 31 bits because vLLM
@@ -93,47 +126,56 @@ def problem_seed(seed: int, problem_id: str) -> int:
 
 def plan_sampling(
     *,
-    run_dir: str | Path,
-    model: Mapping[str, Any],
+    run: SampleRun,
+    model: Model,
     budget: Budget,
-    dataset: Mapping[str, Any],
+    dataset: Dataset,
     problems: Sequence[Problem],
-    sampling: Mapping[str, Any],
+    sampling: SamplingConfig,
     seed: int,
     engine_backend: str = "auto",
 ) -> SamplingPlan:
     """Validate and fix everything about a run; raises BudgetError / DatasetError / PromptError."""
-    samples = budget.samples_for(str(model["name"]), float(model["params"]), model.get("price_per_mtok"))
-    prompt = dataset.get("prompt") or {}
-    template = get_template(str(prompt.get("template", dataset["name"])), prompt.get("num_shots"))
-    selected = select_subset(list(problems), dataset.get("limit"), seed)
+    samples = budget.samples_for(model.name, model.params, model.price_per_mtok)
+    template = get_template(dataset.prompt.template, dataset.prompt.num_shots)
+    selected = select_subset(list(problems), dataset.limit, seed)
     if not selected:
-        raise BudgetError(f"dataset {dataset['name']!r} has no problems to sample")
-    stop = tuple(sampling.get("stop") or template.stop)
+        raise BudgetError(f"dataset {dataset.name!r} has no problems to sample")
     settings = SamplingSettings(
-        temperature=float(sampling["temperature"]),
-        top_p=float(sampling.get("top_p", 1.0)),
-        max_new_tokens=int(sampling["max_new_tokens"]),
-        stop=stop,
+        temperature=float(sampling.temperature),
+        top_p=float(sampling.top_p),
+        max_new_tokens=int(sampling.max_new_tokens),
+        stop=tuple(sampling.stop or template.stop),
     )
-    chunk_size = int(sampling.get("chunk_size", 16))
-    if chunk_size < 1:
-        raise SamplingError(f"sampling.chunk_size must be >= 1, got {chunk_size}")
-    shard, num_shards = int(sampling.get("shard", 0)), int(sampling.get("num_shards", 1))
-    if num_shards < 1 or not 0 <= shard < num_shards:
-        raise SamplingError(
-            f"sampling.shard must be in [0, sampling.num_shards) and num_shards >= 1; got shard={shard}, "
-            f"num_shards={num_shards}"
-        )
-    split = str(dataset.get("split", "train"))
-    signature = {
+    plan = SamplingPlan(
+        run=run,
+        model=model,
+        budget=budget,
+        samples_per_problem=samples,
+        dataset=dataset,
+        problems=selected,
+        template=template,
+        settings=settings,
+        seed=seed,
+        chunk_size=sampling.chunk_size,
+        shard=sampling.shard,
+        num_shards=sampling.num_shards,
+    )
+    plan.signature = _signature(plan, engine_backend)
+    return plan
+
+
+def _signature(plan: SamplingPlan, engine_backend: str) -> dict[str, Any]:
+    """The config fields that decide a run's samples: a rerun with other values is refused (runs.claim_run_dir)."""
+    budget, settings = plan.budget, plan.settings
+    return {
         "stage": "sample",
-        "model": {k: model.get(k) for k in ("name", "source", "hf_id", "embedded", "arch", "params")},
+        "model": plan.model.identity(),
         "dataset": {
-            "name": dataset["name"],
-            "split": split,
-            "limit": dataset.get("limit"),
-            "problem_ids_sha256": _ids_digest(selected),
+            "name": plan.dataset.name,
+            "split": plan.dataset.split,
+            "limit": plan.dataset.limit,
+            "problem_ids_sha256": _ids_digest(plan.problems),
         },
         "budget": {
             "name": budget.name,
@@ -142,220 +184,209 @@ def plan_sampling(
             "reference_samples": budget.reference_samples,
             "reference_params": budget.reference_params,
         },
-        "samples_per_problem": samples,
-        "prompt": {"template": template.name, "num_shots": len(template.exemplars)},
+        "samples_per_problem": plan.samples_per_problem,
+        "prompt": {"template": plan.template.name, "num_shots": len(plan.template.exemplars)},
         "sampling": {
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             "max_new_tokens": settings.max_new_tokens,
-            "stop": list(stop),
-            "chunk_size": chunk_size,
+            "stop": list(settings.stop),
+            "chunk_size": plan.chunk_size,
         },
         "engine": engine_backend,
-        "seed": seed,
+        "seed": plan.seed,
     }
-    return SamplingPlan(
-        run_dir=Path(run_dir),
-        model=dict(model),
-        budget=budget,
-        samples_per_problem=samples,
-        dataset=str(dataset["name"]),
-        split=split,
-        answer_format=str(dataset["answer_format"]),
-        problems=selected,
-        template=template,
-        settings=settings,
-        seed=seed,
-        chunk_size=chunk_size,
-        signature=signature,
-        shard=shard,
-        num_shards=num_shards,
-    )
 
 
 def _ids_digest(problems: Sequence[Problem]) -> str:
     return hashlib.sha256("\n".join(p.id for p in problems).encode()).hexdigest()[:16]
 
 
-def _chunk_path(run_dir: Path, index: int) -> Path:
-    return run_dir / CHUNKS / f"chunk-{index:05d}.parquet"
+@dataclass
+class Work:
+    """What one job did: added up over a run's shards for the summary's rates."""
+
+    new_samples: int = 0
+    new_tokens: int = 0
+    engine_time_s: float = 0.0
+    engine: str | None = None
 
 
 def run_sampling(
     plan: SamplingPlan,
-    make_engine: Callable[[], Engine],
+    engine: LazyEngine,
     *,
     progress: bool = True,
     on_finish: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Execute a plan (or skip it when finished); returns the run's summary."""
-    from .grading import grade_completions
-
-    if runs.is_finished(plan.run_dir):
-        log.info("skipping %s: already finished", plan.run_dir)
-        return runs.read_summary(plan.run_dir)
-    runs.claim_run_dir(plan.run_dir, plan.signature)
-    chunks = plan.chunks
-    mine = [i for i in range(len(chunks)) if i % plan.num_shards == plan.shard]
-    todo = [i for i in mine if not _chunk_path(plan.run_dir, i).is_file()]
-    total = sum(len(chunks[i]) for i in mine) * plan.samples_per_problem
-    done = total - sum(len(chunks[i]) for i in todo) * plan.samples_per_problem
-    if todo and done:
-        log.info("resuming %s: %d of %d chunks already done", plan.run_dir, len(mine) - len(todo), len(mine))
-
+    """Execute a plan (or skip it when finished); returns the run's summary. ``engine`` is started only
+    when there are chunks to sample, and left running for its owner."""
+    run = plan.run
+    if run.is_finished():
+        log.info("skipping %s: already finished", run.path)
+        return run.read_summary()
+    run.claim(plan.signature)
     started = time.time()
-    new_tokens = new_samples = 0
-    engine_seconds = 0.0
-    engine_name = None
-    if todo:
-        from tqdm.auto import tqdm
-
-        with make_engine() as engine:
-            engine_name = engine.name
-            generation_started = time.time()  # rates exclude model conversion and engine start-up
-            bar = tqdm(
-                total=total,
-                initial=done,
-                unit="sample",
-                desc=f"{plan.model['name']} {plan.budget.name}"
-                + (f" shard {plan.shard}/{plan.num_shards}" if plan.num_shards > 1 else ""),
-                disable=not progress,
-                dynamic_ncols=True,
-            )
-            for index in todo:
-                chunk = chunks[index]
-                requests = [
-                    Request(
-                        plan.template.render(p.question),
-                        plan.samples_per_problem,
-                        problem_seed(plan.seed, p.id),
-                    )
-                    for p in chunk
-                ]
-                t0 = time.time()
-                generations = engine.generate(requests, plan.settings)
-                engine_seconds += time.time() - t0
-                rows = []
-                for problem, generation in zip(chunk, generations, strict=True):
-                    if len(generation.completions) != plan.samples_per_problem:
-                        raise RuntimeError(
-                            f"engine returned {len(generation.completions)} samples for {problem.id}, "
-                            f"expected {plan.samples_per_problem}"
-                        )
-                    for k, c in enumerate(generation.completions):
-                        rows.append(
-                            {
-                                "problem_id": problem.id,
-                                "sample_index": k,
-                                "level": problem.level,
-                                "subject": problem.subject,
-                                "gold_answer": problem.answer,
-                                "completion": c.text,
-                                "prompt_tokens": generation.prompt_tokens,
-                                "generated_tokens": c.generated_tokens,
-                                "finish_reason": c.finish_reason,
-                            }
-                        )
-                grades = grade_completions(
-                    [r["completion"] for r in rows], [r["gold_answer"] for r in rows], plan.answer_format
-                )
-                for row, grade in zip(rows, grades, strict=True):
-                    row.update(
-                        extracted_answer=grade.extracted, correct=grade.correct, grade_status=grade.status
-                    )
-                runs.atomic_write_parquet(_chunk_path(plan.run_dir, index), _frame(rows))
-                tokens = sum(r["generated_tokens"] for r in rows)
-                new_tokens += tokens
-                new_samples += len(rows)
-                bar.update(len(rows))
-                elapsed = max(time.time() - generation_started, 1e-9)
-                bar.set_postfix(
-                    samples_s=f"{new_samples / elapsed:.1f}", tokens_s=f"{new_tokens / elapsed:.0f}"
-                )
-            bar.close()
-
-    work = {
-        "new_samples": new_samples,
-        "new_tokens": new_tokens,
-        "engine_time_s": engine_seconds,
-        "engine": engine_name,
-    }
+    todo = [i for i in plan.mine if not run.chunk_path(i).is_file()]
+    work = _sample_chunks(plan, todo, engine, progress) if todo else Work()
     if plan.num_shards == 1:
         return _merge(plan, started, work, on_finish)
+    return _finish_shard(plan, started, work, on_finish)
+
+
+def _sample_chunks(plan: SamplingPlan, todo: list[int], engine: LazyEngine, progress: bool) -> Work:
+    """Sample, grade and write the chunks ``todo``, each atomically as soon as it is done."""
+    from tqdm.auto import tqdm
+
+    chunks, per = plan.chunks, plan.samples_per_problem
+    total = sum(len(chunks[i]) for i in plan.mine) * per
+    done = total - sum(len(chunks[i]) for i in todo) * per
+    if done:
+        log.info(
+            "resuming %s: %d of %d chunks already done",
+            plan.run.path,
+            len(plan.mine) - len(todo),
+            len(plan.mine),
+        )
+    running = engine.get()
+    work = Work(engine=running.name)
+    generation_started = time.time()  # rates exclude model conversion and engine start-up
+    shard = f" shard {plan.shard}/{plan.num_shards}" if plan.num_shards > 1 else ""
+    with tqdm(total=total, initial=done, unit="sample", desc=f"{plan.model.name} {plan.budget.name}{shard}",
+              disable=not progress, dynamic_ncols=True) as bar:  # fmt: skip
+        for index in todo:
+            t0 = time.time()
+            rows = _generate(running, plan, chunks[index])
+            work.engine_time_s += time.time() - t0
+            _grade(rows, plan.dataset.answer_format)
+            runs.atomic_write_parquet(plan.run.chunk_path(index), _frame(rows))
+            work.new_tokens += sum(r["generated_tokens"] for r in rows)
+            work.new_samples += len(rows)
+            bar.update(len(rows))
+            elapsed = max(time.time() - generation_started, 1e-9)
+            bar.set_postfix(
+                samples_s=f"{work.new_samples / elapsed:.1f}", tokens_s=f"{work.new_tokens / elapsed:.0f}"
+            )
+    return work
+
+
+def _generate(engine: Engine, plan: SamplingPlan, chunk: list[Problem]) -> list[dict[str, Any]]:
+    """One engine call for a chunk: a row per sample, exactly ``samples_per_problem`` per problem."""
+    requests = [
+        Request(plan.template.render(p.question), plan.samples_per_problem, problem_seed(plan.seed, p.id))
+        for p in chunk
+    ]
+    rows = []
+    for problem, generation in zip(chunk, engine.generate(requests, plan.settings), strict=True):
+        if len(generation.completions) != plan.samples_per_problem:
+            raise RuntimeError(
+                f"engine returned {len(generation.completions)} samples for {problem.id}, "
+                f"expected {plan.samples_per_problem}"
+            )
+        rows += [
+            {
+                "problem_id": problem.id,
+                "sample_index": k,
+                "level": problem.level,
+                "subject": problem.subject,
+                "gold_answer": problem.answer,
+                "completion": c.text,
+                "prompt_tokens": generation.prompt_tokens,
+                "generated_tokens": c.generated_tokens,
+                "finish_reason": c.finish_reason,
+            }
+            for k, c in enumerate(generation.completions)
+        ]
+    return rows
+
+
+def _grade(rows: list[dict[str, Any]], answer_format: str) -> None:
+    from .grading import grade_completions
+
+    grades = grade_completions(
+        [r["completion"] for r in rows], [r["gold_answer"] for r in rows], answer_format
+    )
+    for row, grade in zip(rows, grades, strict=True):
+        row.update(extracted_answer=grade.extracted, correct=grade.correct, grade_status=grade.status)
+
+
+def _finish_shard(
+    plan: SamplingPlan, started: float, work: Work, on_finish: Callable[[dict[str, Any]], None] | None
+) -> dict[str, Any]:
+    """Record this shard's work; the shard that finds every chunk written merges them (once, under a lock)."""
+    run = plan.run
     _record_shard(plan, work)
-    missing = [i for i in range(len(chunks)) if not _chunk_path(plan.run_dir, i).is_file()]
+    missing = [i for i in range(len(plan.chunks)) if not run.chunk_path(i).is_file()]
     if missing:
         log.info(
             "%s: shard %d/%d done; %d chunks of other shards to go (the last shard to finish merges)",
-            plan.run_dir,
+            run.path,
             plan.shard,
             plan.num_shards,
             len(missing),
         )
-        return {"finished": False, "run_dir": str(plan.run_dir), "shard": plan.shard,
+        return {"finished": False, "run_dir": str(run.path), "shard": plan.shard,
                 "num_shards": plan.num_shards, "missing_chunks": len(missing)}  # fmt: skip
-    with FileLock(str(plan.run_dir / ".merge.lock")):  # two shards finishing together merge once
-        if runs.is_finished(plan.run_dir):
-            return runs.read_summary(plan.run_dir)
+    with FileLock(str(run.merge_lock)):  # two shards finishing together merge once
+        if run.is_finished():
+            return run.read_summary()
         shards = _shard_records(plan)
-        total_work = {key: sum(r[key] for r in shards) for key in WORK_COUNTS}
-        total_work["engine"] = next((r["engine"] for r in shards if r["engine"]), None)
-        return _merge(plan, started, total_work, on_finish, shards=shards)
+        total = Work(
+            new_samples=sum(r["new_samples"] for r in shards),
+            new_tokens=sum(r["new_tokens"] for r in shards),
+            engine_time_s=sum(r["engine_time_s"] for r in shards),
+            engine=next((r["engine"] for r in shards if r["engine"]), None),
+        )
+        return _merge(plan, started, total, on_finish, shards=shards)
 
 
-def _shard_path(plan: SamplingPlan, shard: int) -> Path:
-    return plan.run_dir / SHARDS / f"shard-{shard:05d}-of-{plan.num_shards:05d}.json"
-
-
-def _record_shard(plan: SamplingPlan, work: dict[str, Any]) -> None:
+def _record_shard(plan: SamplingPlan, work: Work) -> None:
     """Add this job's work to its shard's record (a requeued shard adds to what it did before)."""
-    path = _shard_path(plan, plan.shard)
+    path = plan.run.shard_path(plan.shard, plan.num_shards)
     record = runs.read_json(path) if path.is_file() else {"shard": plan.shard, "jobs": 0}
     for key in WORK_COUNTS:
-        record[key] = record.get(key, 0) + work[key]
-    record["engine"] = work["engine"] or record.get("engine")
+        record[key] = record.get(key, 0) + getattr(work, key)
+    record["engine"] = work.engine or record.get("engine")
     record["jobs"] += 1
     runs.atomic_write_json(path, record)
 
 
 def _shard_records(plan: SamplingPlan) -> list[dict[str, Any]]:
     return [
-        runs.read_json(p)
-        for p in sorted((plan.run_dir / SHARDS).glob(f"shard-*-of-{plan.num_shards:05d}.json"))
+        runs.read_json(p) for p in sorted(plan.run.shards_dir.glob(f"shard-*-of-{plan.num_shards:05d}.json"))
     ]
 
 
 def _merge(
     plan: SamplingPlan,
     started: float,
-    work: Mapping[str, Any],
+    work: Work,
     on_finish: Callable[[dict[str, Any]], None] | None,
     shards: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """All chunks done: the samples table in chunk order, the summary, and last the completion marker."""
-    chunks = plan.chunks
+    run = plan.run
     frame = pd.concat(
-        [pd.read_parquet(_chunk_path(plan.run_dir, i)) for i in range(len(chunks))], ignore_index=True
+        [pd.read_parquet(run.chunk_path(i)) for i in range(len(plan.chunks))], ignore_index=True
     )
     _check_exactly_once(frame, plan)
-    runs.atomic_write_parquet(plan.run_dir / SAMPLES, frame)
-    wall = time.time() - started
+    runs.atomic_write_parquet(run.samples_path, frame)
     summary = summarize(frame, plan)
-    seconds, new_samples, new_tokens = work["engine_time_s"], work["new_samples"], work["new_tokens"]
+    seconds = work.engine_time_s
     summary.update(
-        wall_time_s=round(wall, 3),
+        wall_time_s=round(time.time() - started, 3),
         engine_time_s=round(seconds, 3),
-        new_samples=new_samples,
-        engine=work["engine"],
-        samples_per_s=round(new_samples / seconds, 3) if seconds else None,
-        tokens_per_s=round(new_tokens / seconds, 3) if seconds else None,
+        new_samples=work.new_samples,
+        engine=work.engine,
+        samples_per_s=round(work.new_samples / seconds, 3) if seconds else None,
+        tokens_per_s=round(work.new_tokens / seconds, 3) if seconds else None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     if shards is not None:  # wall_time_s is the merging job's; engine time and samples add up over shards
         summary["shards"] = shards
     if on_finish is not None:
         on_finish(summary)
-    runs.atomic_write_json(plan.run_dir / runs.SUMMARY, summary)  # the completion marker: last
+    run.write_summary(summary)  # the completion marker: last
     return summary
 
 
@@ -377,15 +408,15 @@ def _check_exactly_once(frame: pd.DataFrame, plan: SamplingPlan) -> None:
     got = list(zip(frame["problem_id"], frame["sample_index"], strict=True))
     if len(got) != len(expected) or set(got) != expected:
         raise runs.RunError(
-            f"{plan.run_dir}: the chunks hold {len(got)} samples ({len(set(got))} distinct), expected "
-            f"{len(expected)}; the run folder is inconsistent — delete {plan.run_dir / CHUNKS} to resample"
+            f"{plan.run.path}: the chunks hold {len(got)} samples ({len(set(got))} distinct), expected "
+            f"{len(expected)}; the run folder is inconsistent — delete {plan.run.path / 'chunks'} to resample"
         )
 
 
 def summarize(frame: pd.DataFrame, plan: SamplingPlan) -> dict[str, Any]:
     """The numbers every later stage reads: budget ledger, accuracy, coverage."""
     ledger = Ledger(
-        params=float(plan.model["params"]),
+        params=plan.model.params,
         samples_per_problem=plan.samples_per_problem,
         num_problems=len(plan.problems),
         tokens_per_solution=plan.budget.tokens_per_solution,
@@ -395,15 +426,15 @@ def summarize(frame: pd.DataFrame, plan: SamplingPlan) -> dict[str, Any]:
     )
     per_problem = frame.groupby("problem_id")["correct"].any()
     return {
-        "model": plan.model["name"],
-        "dataset": plan.dataset,
-        "split": plan.split,
+        "model": plan.model.name,
+        "dataset": plan.dataset.name,
+        "split": plan.dataset.split,
         "budget": plan.budget.name,
         "budget_mode": plan.budget.mode,
         "reference_model": plan.budget.reference_model,
         "reference_samples": plan.budget.reference_samples,
-        "params": float(plan.model["params"]),
-        "params_total": plan.model.get("params_total"),
+        "params": plan.model.params,
+        "params_total": plan.model.params_total,
         "samples_per_problem": plan.samples_per_problem,
         "num_problems": len(plan.problems),
         "num_samples": len(frame),
@@ -416,5 +447,5 @@ def summarize(frame: pd.DataFrame, plan: SamplingPlan) -> dict[str, Any]:
         "no_answer_samples": int((frame["grade_status"] == "no_answer").sum()),
         **data_quality(frame, plan.samples_per_problem),  # coverage@k, diversity@k, per-level tables
         "seed": plan.seed,
-        "samples_path": str(plan.run_dir / SAMPLES),
+        "samples_path": str(plan.run.samples_path),
     }

@@ -6,15 +6,15 @@ import logging
 from typing import Any
 
 from ..devices import cuda_devices
-from .base import Borrowed, Completion, Engine, Generation, Request, SamplingSettings
+from .base import Completion, Engine, Generation, LazyEngine, Request, SamplingSettings
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Borrowed",
     "Completion",
     "Engine",
     "Generation",
+    "LazyEngine",
     "Request",
     "SamplingSettings",
     "build_engine",

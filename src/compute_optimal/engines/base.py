@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -58,13 +58,31 @@ class Engine(abc.ABC):
         self.close()
 
 
-class Borrowed(Engine):
-    """Lend a running engine to code that closes what it is given (a stage's ``with make_engine()``):
-    generation passes through, closing does not; the owner closes the engine once."""
+class LazyEngine:
+    """An engine started on first use and closed by its owner: a stage wraps its engine in one
+    (``with LazyEngine(start) as engine``) and hands it to the runs it makes; a run that is already
+    finished never starts it, and runs after the first reuse the running engine."""
 
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.name = inner.name
+    def __init__(self, start: Callable[[], Engine]) -> None:
+        self._start = start
+        self._engine: Engine | None = None
 
-    def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
-        return self.inner.generate(requests, settings)
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    def get(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._start()
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> LazyEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

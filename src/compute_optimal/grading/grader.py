@@ -14,7 +14,6 @@ from compute_optimal.grading.pool import get_pool
 NUMERIC_FORMATS = frozenset({"gsm8k", "arith"})
 MATH_FORMATS = frozenset({"math", "math500"})
 ANSWER_FORMATS = NUMERIC_FORMATS | MATH_FORMATS
-STATUSES = ("ok", "no_answer", "timeout", "error")
 
 
 class GradingError(ValueError):

@@ -8,7 +8,6 @@ from .comparison import (
     check_pair,
     load_comparison,
     load_run,
-    sample_command,
 )
 from .data_report import write_report
 
@@ -20,6 +19,5 @@ __all__ = [
     "check_pair",
     "load_comparison",
     "load_run",
-    "sample_command",
     "write_report",
 ]

@@ -8,7 +8,6 @@ listed with their command where they do not.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,28 +18,14 @@ from .. import metrics, runs
 from ..analysis import AnalysisError, data_quality
 from ..judge import FPR
 
-SAMPLES = "samples.parquet"
 COMPUTE, NUMBER = "compute", "number"
 NUMBER_ESTIMATED = "number (WC subsampled)"
 
 
-def sample_command(dataset: str, model: str, budget: str, mode: str = COMPUTE, seed: int = 0) -> str:
-    """The command that makes the sampling run of (dataset, model, budget, mode, seed)."""
-    custom = re.fullmatch(r"custom-s(\d+)", budget)
-    parts = ["python run_sample.py", f"model={model}", f"dataset={dataset}"]
-    parts += (
-        ["budget=custom", f"budget.reference_samples={custom.group(1)}"] if custom else [f"budget={budget}"]
-    )
-    if mode != COMPUTE:
-        parts.append(f"budget.mode={mode}")
-    if seed:
-        parts.append(f"seed={seed}")
-    return " ".join(parts)
-
-
 @dataclass(frozen=True)
 class RunRef:
-    """Where the run of one (dataset, model, budget, mode, seed) lives, and how to make it."""
+    """The sampling run of one (dataset, model, budget, mode, seed): where it lives and how to make it
+    (``runs.SampleRun``)."""
 
     outputs: Path
     dataset: str
@@ -54,19 +39,16 @@ class RunRef:
         return runs.budget_dir(self.budget, self.mode)
 
     @property
-    def run_dir(self) -> Path:
-        return runs.sample_run_dir(self.outputs, self.dataset, self.model, self.budget_dir, self.seed)
-
-    @property
-    def command(self) -> str:
-        return sample_command(self.dataset, self.model, self.budget, self.mode, self.seed)
+    def run(self) -> runs.SampleRun:
+        return runs.SampleRun.of(self.outputs, self.dataset, self.model, self.budget, self.mode, self.seed)
 
     def problem(self) -> str | None:
         """Why this run cannot be read (missing / unfinished), or None when it is finished."""
-        if runs.is_finished(self.run_dir):
+        run = self.run
+        if run.is_finished():
             return None
-        state = "is unfinished (no summary.json)" if self.run_dir.exists() else "does not exist"
-        return f"{self.run_dir} {state}; make it with: {self.command}"
+        state = "is unfinished (no summary.json)" if run.path.exists() else "does not exist"
+        return f"{run.path} {state}; make it with: {run.command}"
 
 
 @dataclass(eq=False)  # identity: runs are dictionary keys (e.g. judge items per run)
@@ -100,12 +82,12 @@ def load_run(ref: RunRef, near_duplicate: float | None = None) -> RunData:
     problem = ref.problem()
     if problem:
         raise runs.RunError(f"no finished sampling run: {problem}")
-    summary = runs.read_summary(ref.run_dir)
+    summary = ref.run.read_summary()
     if summary.get("dataset") != ref.dataset:
         raise AnalysisError(
-            f"{ref.run_dir} holds a run of dataset {summary.get('dataset')!r}, not {ref.dataset!r}"
+            f"{ref.run.path} holds a run of dataset {summary.get('dataset')!r}, not {ref.dataset!r}"
         )
-    frame = pd.read_parquet(ref.run_dir / SAMPLES)
+    frame = pd.read_parquet(ref.run.samples_path)
     quality = data_quality(frame, int(summary["samples_per_problem"]), near_duplicate=near_duplicate)
     return RunData(ref, summary, frame, quality)
 
@@ -118,14 +100,14 @@ def check_pair(wc: RunData, se: RunData, *, same_mode: bool = True) -> list[str]
     """
     if wc.dataset != se.dataset:
         raise AnalysisError(
-            f"cannot compare runs of different datasets: {wc.dataset!r} ({wc.ref.run_dir}) vs "
-            f"{se.dataset!r} ({se.ref.run_dir})"
+            f"cannot compare runs of different datasets: {wc.dataset!r} ({wc.ref.run.path}) vs "
+            f"{se.dataset!r} ({se.ref.run.path})"
         )
     for key in ("budget", "budget_mode") if same_mode else ("budget",):
         if wc.summary.get(key) != se.summary.get(key):
             raise AnalysisError(
                 f"cannot compare runs of different budgets: {key} {wc.summary.get(key)!r} "
-                f"({wc.ref.run_dir}) vs {se.summary.get(key)!r} ({se.ref.run_dir})"
+                f"({wc.ref.run.path}) vs {se.summary.get(key)!r} ({se.ref.run.path})"
             )
     warnings = []
     a, b = set(wc.frame["problem_id"]), set(se.frame["problem_id"])
@@ -171,7 +153,7 @@ class DataComparison:
         extra = [r for b in self.budgets for r in (b.number_wc, b.number_se) if r is not None]
         seen: dict[Path, RunData] = {}
         for run in [*self.compute_runs(), *extra]:
-            seen.setdefault(run.ref.run_dir, run)
+            seen.setdefault(run.ref.run.path, run)
         return list(seen.values())
 
     def _fpr(self, run: RunData | None) -> float | None:
@@ -251,7 +233,7 @@ class DataComparison:
                     "distinct_correct": run.quality["distinct_correct"],
                     "planned_flops": s.get("planned_flops"),
                     "measured_flops": s.get("measured_flops"),
-                    "run_dir": str(run.ref.run_dir),
+                    "run_dir": str(run.ref.run.path),
                 }
             )
         return pd.DataFrame(rows)

@@ -65,7 +65,7 @@ def _label(run: RunData, role: str) -> str:
 
 
 def _missing_commands(b: BudgetComparison) -> str:
-    return "; ".join(f"`{r.command}`" for r in b.missing_number)
+    return "; ".join(f"`{r.run.command}`" for r in b.missing_number)
 
 
 def headline_markdown(comparison: DataComparison) -> str:
@@ -276,7 +276,7 @@ def render_markdown(comparison: DataComparison, figures: dict[str, Path]) -> str
     ]
     if missing:
         parts += ["", "Number-matched runs not run yet (the row above says *not run*):", ""]
-        parts += [f"- {budget}: `{r.command}`  (folder `{r.run_dir}`)" for budget, r in missing]
+        parts += [f"- {budget}: `{r.run.command}`  (folder `{r.run.path}`)" for budget, r in missing]
     parts += [
         "",
         "## coverage@k",
@@ -414,12 +414,12 @@ def comparison_data(c: DataComparison) -> dict[str, Any]:
         "fpr": _records(c.fpr_table()),
         "fpr_note": c.fpr_note,
         "curves": {
-            str(run.ref.run_dir): {k: run.quality[k] for k in ("coverage_at_k", "diversity_at_k")}
+            str(run.ref.run.path): {k: run.quality[k] for k in ("coverage_at_k", "diversity_at_k")}
             for run in c.all_runs()
         },
         "distinct_definition": distinct_definition(c.near_duplicate),
         "missing_runs": [
-            {"run_dir": str(r.run_dir), "command": r.command} for b in c.budgets for r in b.missing_number
+            {"run_dir": str(r.run.path), "command": r.run.command} for b in c.budgets for r in b.missing_number
         ],
         "warnings": c.warnings,
     }

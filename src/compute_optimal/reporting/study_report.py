@@ -10,7 +10,6 @@ the data report's headline (when built) and the runs each number rests on comple
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +25,14 @@ from ..metrics import paired_bootstrap
 REPORT, DATA = "report.md", "study.json"
 
 
-def eval_run_dir(root: str | os.PathLike, dataset: str, target: str, seed: int) -> Path:
-    """``<root>/eval/<dataset>/<target>/seed<seed>``; target is ``base/<model>`` or a training run's
-    ``<regime>/<student>/<source>-<budget>``."""
-    return Path(root) / "eval" / dataset / target / f"seed{seed}"
-
-
 @dataclass
 class Cell:
     """One evaluated model: its summary and per-problem greedy correctness."""
 
     label: str
-    run_dir: Path
+    run: runs.EvalRun
     summary: dict[str, Any] | None = None
     per_problem: pd.Series | None = None  # problem_id -> correct (greedy)
-    command: str = ""
 
     @property
     def done(self) -> bool:
@@ -64,12 +56,11 @@ class Comparison:
     num_problems: int = 0
 
 
-def load_cell(label: str, run_dir: Path, command: str) -> Cell:
-    cell = Cell(label, run_dir, command=command)
-    path = run_dir / "eval_summary.json"
-    if path.is_file():
-        cell.summary = runs.read_json(path)
-        greedy = pd.read_parquet(run_dir / "greedy" / "samples.parquet", columns=["problem_id", "correct"])
+def load_cell(label: str, run: runs.EvalRun) -> Cell:
+    cell = Cell(label, run)
+    if run.is_finished():
+        cell.summary = run.read_summary()
+        greedy = pd.read_parquet(run.generation("greedy").samples_path, columns=["problem_id", "correct"])
         cell.per_problem = greedy.groupby("problem_id")["correct"].first().astype(float)
     return cell
 
@@ -128,12 +119,12 @@ def _detail_table(comparisons: Sequence[Comparison]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in comparisons:
-        for cell, source in ((c.base, None), (c.wc, "wc"), (c.se, "se")):
+        for cell, sampler in ((c.base, None), (c.wc, "wc"), (c.se, "se")):
             s = cell.summary or {}
             n = s.get("samples_per_problem")
-            t = c.train.get(source) or {} if source else {}
+            t = c.train.get(sampler) or {} if sampler else {}
             rows.append(
-                f"| {c.regime} | {c.budget} | {cell.label} | {_fmt(s.get('pass@1_greedy'))} | {_fmt(s.get('mean_at_n'))} "
+                f"| {c.regime} | {c.budget} | {cell.label} | {_fmt(s.get('pass@1_greedy'))} | {_fmt(s.get(f'mean@{n}'))} "
                 f"| {_fmt(s.get(f'maj@{n}'))} | {_fmt(s.get(f'pass@{n}'))} | {n or '—'} | {t.get('num_examples', '—')} "
                 f"| {t.get('steps', '—')} | {_fmt(t.get('final_loss'))} |"
             )
@@ -230,12 +221,12 @@ def render(
             f"Coverage, diversity and false positives of the samples: [data report]({data_report}).",
         ]
     if missing:
-        lines = "\n".join(f"- {cell.label}: `{cell.command}`" for cell in missing)
+        lines = "\n".join(f"- {cell.label}: `{cell.run.command}`" for cell in missing)
         parts += ["## Missing runs", "These cells are empty until their runs exist:", lines]
     done = [(c, cell) for c in comparisons for cell in (c.base, c.wc, c.se) if cell.done]
     parts += [
         "## Runs",
-        "\n".join(f"- {cell.label} ({c.regime}, {c.budget}): `{cell.run_dir}`" for c, cell in done),
+        "\n".join(f"- {cell.label} ({c.regime}, {c.budget}): `{cell.run.path}`" for c, cell in done),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -254,7 +245,7 @@ def study_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
                 "se": c.se.metric("pass@1_greedy"),
                 "wc_minus_se": None if c.difference is None else list(c.difference),
                 "num_problems": c.num_problems,
-                "runs": {k: str(getattr(c, k).run_dir) for k in ("base", "wc", "se")},
+                "runs": {k: str(getattr(c, k).run.path) for k in ("base", "wc", "se")},
             }
         )
     return out

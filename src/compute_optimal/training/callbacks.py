@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 
 from .. import runs
 
-# The resume state lives in <run>/lightning/: step-<N>.ckpt (a file, or a folder under DeepSpeed) and
+# The resume state lives in <run>/resume/ (runs.TrainRun.resume_dir): step-<N>.ckpt (a file, or a folder under DeepSpeed) and
 # this pointer, which names the newest checkpoint that was written completely.
 POINTER = "complete"
 
@@ -43,7 +43,7 @@ class LossHistory(pl.Callback):
         self.trained_tokens = int(state["trained_tokens"])
 
 
-class StepCheckpoints(pl.Callback):
+class ResumeStates(pl.Callback):
     """Resume state every ``every_n_steps`` optimizer steps, written beside the previous one.
 
     DeepSpeed writes its checkpoint (a folder of per-rank files, ~380 GB for a 27B student) in place; a
@@ -76,8 +76,8 @@ class StepCheckpoints(pl.Callback):
                     shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
-def resume_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint under ``folder`` (None: start from the beginning)."""
+def latest_resume_state(folder: Path) -> Path | None:
+    """The newest complete resume state under ``folder`` (None: start from the beginning)."""
     pointer = Path(folder) / POINTER
     if not pointer.is_file():
         return None

@@ -7,8 +7,8 @@ compute-matched pair (WC = weaker-cheaper, SE = stronger-expensive):
 * ``self_improvement``:       the WC model learns from its own data vs SE data (Gemma2-9B)
 * ``weak_to_strong``:         the SE model learns from WC data vs its own data (Gemma2-27B)
 
-A regime is a config (``conf/regime/``) that names the student's role; this module checks that
-the student a config ends up with fits that role.
+A regime config (``conf/regime/``) is just its name: which model of a pair it trains is decided here,
+once (:data:`ROLES`, :func:`pair_student`), and :class:`Regime` checks that the models fit their roles.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..specs import Model
+
 ROLES = {"knowledge_distillation": "other", "self_improvement": "wc", "weak_to_strong": "se"}
-SOURCES = ("wc", "se")
+SAMPLERS = ("wc", "se")  # whose samples a student learns from: the pair's WC or SE model
 
 
 class RegimeError(ValueError):
@@ -38,17 +40,13 @@ def pair_student(regime: str, pair: Mapping[str, Any]) -> str | None:
 
 
 @dataclass(frozen=True)
-class Sampler:
-    name: str
-    params: float
-
-
-@dataclass(frozen=True)
 class Regime:
+    """A regime with its three models: the student, and the pair whose samples it learns from."""
+
     name: str
-    student: Sampler
-    wc: Sampler
-    se: Sampler
+    student: Model
+    wc: Model
+    se: Model
 
     def __post_init__(self) -> None:
         if self.name not in ROLES:
@@ -78,15 +76,14 @@ class Regime:
                 f"got {s.name}. Set regime.student to a third model (paper: gemma_7b)"
             )
 
-    def sampler_for(self, source: str) -> Sampler:
-        """The model whose samples make the training data of ``source`` ("wc" or "se")."""
-        if source not in SOURCES:
-            raise RegimeError(f"unknown data source {source!r}; expected wc or se")
-        return self.wc if source == "wc" else self.se
+    def sampler_model(self, sampler: str) -> Model:
+        """The model whose samples make the training data: the pair's ``sampler`` ("wc" or "se")."""
+        if sampler not in SAMPLERS:
+            raise RegimeError(f"unknown data sampler {sampler!r}; expected wc or se")
+        return self.wc if sampler == "wc" else self.se
 
-    def relation(self, source: str) -> str:
-        """How the data relates to the student, for reports: "own", "weaker model's", "stronger model's"..."""
-        sampler = self.sampler_for(source)
-        if sampler.name == self.student.name:
+    def relation(self, sampler: str) -> str:
+        """How the data relates to the student, for reports: "own data", "WC data", "SE data"."""
+        if self.sampler_model(sampler).name == self.student.name:
             return "own data"
-        return "WC data" if source == "wc" else "SE data"
+        return "WC data" if sampler == "wc" else "SE data"

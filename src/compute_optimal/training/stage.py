@@ -2,8 +2,9 @@
 
 ``plan_training`` validates the regime and finds the sampling run the data comes from (by config:
 dataset, sampler, budget, seed), before any model is loaded. ``run_training`` trains with
-Lightning, checkpointing every few steps so a killed run resumes, then writes the student as a
-Hugging Face checkpoint (safetensors + config + tokenizer) and, last, ``train_summary.json``.
+Lightning, saving resume state every few steps so a killed run resumes, then exports the student as a
+Hugging Face checkpoint (safetensors + config + tokenizer, ``model/``) and, last, ``train_summary.json``
+(the folder's layout: ``runs.TrainRun``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from .. import runs
 from ..data import Problem
 from ..devices import DeviceError
 from ..prompts import get_template
+from ..runs import SampleRun, TrainRun
+from ..specs import Dataset, Model, TrainSettings
 from .regimes import Regime
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "train_summary.json"
-CHECKPOINT = "checkpoint"
-LIGHTNING = "lightning"
 WRAPPED = "model"  # SFTModule's attribute that holds the Hugging Face model
 
 
@@ -39,17 +39,20 @@ class TrainingError(ValueError):
 
 @dataclass
 class TrainingPlan:
-    run_dir: Path
+    run: TrainRun
     regime: Regime
-    source: str
-    student: Mapping[str, Any]
-    samples_dir: Path
-    dataset: Mapping[str, Any]
-    hparams: Mapping[str, Any]
-    trainer: Mapping[str, Any]
+    sampler: str  # wc | se: whose samples the student learns from
+    samples: SampleRun
+    dataset: Dataset
+    hparams: TrainSettings
+    trainer: dict[str, Any]
     seed: int
-    logger: Mapping[str, Any] | None = None
+    logger: dict[str, Any] | None = None
     signature: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def student(self) -> Model:
+        return self.regime.student
 
 
 def effective_trainer(
@@ -97,45 +100,38 @@ def effective_trainer(
 
 def plan_training(
     *,
-    run_dir: str | Path,
+    run: TrainRun,
     regime: Regime,
-    source: str,
-    student: Mapping[str, Any],
-    samples_dir: str | Path,
-    sample_command: str,
-    dataset: Mapping[str, Any],
-    hparams: Mapping[str, Any],
+    sampler: str,
+    samples: SampleRun,
+    dataset: Dataset,
+    hparams: TrainSettings,
     trainer: Mapping[str, Any],
     seed: int,
     logger: Mapping[str, Any] | None = None,
 ) -> TrainingPlan:
     """Check the regime and that the data's sampling run is finished; raises RegimeError / RunError."""
-    sampler = regime.sampler_for(source)
-    samples_dir = Path(samples_dir)
-    if not runs.is_finished(samples_dir):
-        state = "unfinished" if samples_dir.exists() else "missing"
+    sampler_model = regime.sampler_model(sampler)
+    if not samples.is_finished():
         raise runs.RunError(
-            f"the {source.upper()} data for {regime.name} comes from {sampler.name}'s sampling run {samples_dir}, "
-            f"which is {state}. Make it with: {sample_command}"
+            f"the {sampler.upper()} data for {regime.name} comes from {sampler_model.name}'s sampling run "
+            f"{samples.path}, which is {samples.state()}. Make it with: {samples.command}"
         )
-    summary = runs.read_summary(samples_dir)
-    if summary.get("dataset") != dataset["name"] or summary.get("model") != sampler.name:
+    summary = samples.read_summary()
+    if summary.get("dataset") != dataset.name or summary.get("model") != sampler_model.name:
         raise runs.RunError(
-            f"{samples_dir} holds {summary.get('model')} on {summary.get('dataset')}, "
-            f"expected {sampler.name} on {dataset['name']}"
+            f"{samples.path} holds {summary.get('model')} on {summary.get('dataset')}, "
+            f"expected {sampler_model.name} on {dataset.name}"
         )
-    for key in ("max_steps", "batch_size", "lr", "max_length"):
-        if key not in hparams:
-            raise ValueError(f"train.{key} is not set")
     weights_dtype(hparams, trainer)  # refuses settings that would lose the updates
     signature = {
         "stage": "train",
         "regime": regime.name,
-        "student": {k: student.get(k) for k in ("name", "source", "hf_id", "embedded", "arch")},
-        "source": source,
-        "sampler": sampler.name,
-        "samples": {"run": str(samples_dir), "finished_at": summary.get("finished_at")},
-        "hparams": dict(hparams),
+        "student": {k: v for k, v in regime.student.identity().items() if k != "params"},
+        "sampler": sampler,
+        "sampler_model": sampler_model.name,
+        "samples": {"run": str(samples.path), "finished_at": summary.get("finished_at")},
+        "hparams": hparams.as_dict(),
         "trainer": {
             k: trainer.get(k)
             for k in (
@@ -150,13 +146,12 @@ def plan_training(
         "seed": seed,
     }
     return TrainingPlan(
-        Path(run_dir),
+        run,
         regime,
-        source,
-        dict(student),
-        samples_dir,
-        dict(dataset),
-        dict(hparams),
+        sampler,
+        samples,
+        dataset,
+        hparams,
         dict(trainer),
         seed,
         dict(logger) if logger else None,
@@ -170,39 +165,37 @@ def build_examples(
     """Correct samples of the plan's sampling run -> tokenized SFT examples, and their statistics."""
     from .sft_data import select_examples, tokenize
 
-    samples = pd.read_parquet(plan.samples_dir / "samples.parquet")
-    prompt = plan.dataset.get("prompt") or {}
-    template = get_template(
-        str(prompt.get("template", plan.dataset["name"])), plan.hparams.get("num_shots", 0)
-    )
+    hp = plan.hparams
+    samples = pd.read_parquet(plan.samples.samples_path)
+    template = get_template(plan.dataset.prompt.template, hp.num_shots)
     examples, stats = select_examples(
         samples,
         {p.id: p.question for p in problems},
         template.render,
-        dedup=bool(plan.hparams.get("dedup", True)),
-        max_per_problem=plan.hparams.get("max_per_problem"),
+        dedup=hp.dedup,
+        max_per_problem=hp.max_per_problem,
         seed=plan.seed,
     )
     if not examples:
         raise runs.RunError(
-            f"{plan.samples_dir} has no correct samples: nothing to train {plan.student['name']} on. "
+            f"{plan.samples.path} has no correct samples: nothing to train {plan.student.name} on. "
             "Sample more problems or at a higher budget."
         )
-    items = tokenize(examples, tokenizer, int(plan.hparams["max_length"]))
+    items = tokenize(examples, tokenizer, hp.max_length)
     info = {
         "correct_samples": stats.correct_samples,
         "after_dedup": stats.after_dedup,
         "num_examples": len(items),
         "num_problems": stats.problems,
-        "dedup": bool(plan.hparams.get("dedup", True)),
-        "max_per_problem": plan.hparams.get("max_per_problem"),
+        "dedup": hp.dedup,
+        "max_per_problem": hp.max_per_problem,
         "example_tokens": sum(len(x["input_ids"]) for x in items),
         "solution_tokens": sum(sum(1 for t in x["labels"] if t != -100) for x in items),
     }
     return items, info
 
 
-def weights_dtype(hparams: Mapping[str, Any], trainer: Mapping[str, Any]) -> str:
+def weights_dtype(hparams: TrainSettings, trainer: Mapping[str, Any]) -> str:
     """The dtype the student's weights are trained in.
 
     Adam's updates at fine-tuning learning rates (1e-6) are far below bf16's resolution near a weight's
@@ -214,7 +207,7 @@ def weights_dtype(hparams: Mapping[str, Any], trainer: Mapping[str, Any]) -> str
     """
     precision = str(trainer.get("precision", "32-true"))
     if trainer.get("strategy") == "deepspeed" and precision != "32-true":
-        return str(hparams.get("dtype", "float32"))
+        return hparams.dtype
     if precision.endswith("-true") and precision != "32-true":
         raise TrainingError(
             f"trainer.precision={precision} keeps the weights in 16 bits and updates them with torch AdamW, "
@@ -234,14 +227,14 @@ def build_module(plan: TrainingPlan, checkpoint: str) -> Any:
     options = tr.get("strategy_options") or {}
     return SFTModule(
         checkpoint,
-        lr=float(hp["lr"]),
-        weight_decay=float(hp.get("weight_decay", 0.0)),
-        warmup_steps=int(hp.get("warmup_steps", 0)),
-        max_steps=int(hp["max_steps"]),
-        schedule=str(hp.get("schedule", "cosine")),
+        lr=hp.lr,
+        weight_decay=hp.weight_decay,
+        warmup_steps=hp.warmup_steps,
+        max_steps=hp.max_steps,
+        schedule=hp.schedule,
         dtype=weights_dtype(hp, tr),
-        freeze_embeddings=bool(hp.get("freeze_embeddings", False)),
-        gradient_checkpointing=bool(hp.get("gradient_checkpointing", False)),
+        freeze_embeddings=hp.freeze_embeddings,
+        gradient_checkpointing=hp.gradient_checkpointing,
         attn_implementation=attention_implementation(plan.student, checkpoint),
         # ZeRO-Offload steps the optimizer on the CPU: DeepSpeed's vectorised CPU Adam, not torch's.
         cpu_optimizer=tr.get("strategy") == "deepspeed" and bool(options.get("offload_optimizer")),
@@ -262,7 +255,7 @@ def build_trainer(plan: TrainingPlan, callbacks: list[Any], progress: bool) -> A
         num_nodes=int(tr.get("num_nodes", 1)),
         strategy=build_strategy(str(tr.get("strategy", "auto")), tr.get("strategy_options"), on_cpu=on_cpu),
         precision=tr.get("precision", "32-true"),
-        max_steps=int(hp["max_steps"]),
+        max_steps=hp.max_steps,
         accumulate_grad_batches=int(tr.get("accumulate_grad_batches", 1)),
         gradient_clip_val=tr.get("gradient_clip_val"),
         log_every_n_steps=1,
@@ -271,7 +264,7 @@ def build_trainer(plan: TrainingPlan, callbacks: list[Any], progress: bool) -> A
         enable_checkpointing=False,  # StepCheckpoints writes the resume state
         logger=_loggers(plan),
         callbacks=callbacks,
-        default_root_dir=str(plan.run_dir),
+        default_root_dir=str(plan.run.path),
         deterministic=False,
         use_distributed_sampler=False,  # LengthBucketBatches shards batches over ranks itself
     )
@@ -281,20 +274,18 @@ def run_training(
     plan: TrainingPlan,
     *,
     problems: list[Problem],
-    resolve_checkpoint: Callable[[Mapping[str, Any]], str],
+    resolve_checkpoint: Callable[[Model], str],
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume, or skip when finished); returns the run's train_summary."""
+    """Train (or resume) and export the student; returns the run's train_summary (``{}`` on ranks > 0)."""
     import pytorch_lightning as pl
     from transformers import AutoTokenizer
 
-    from .callbacks import LossHistory, StepCheckpoints, resume_checkpoint
+    from .callbacks import LossHistory, ResumeStates, latest_resume_state
     from .module import SFTDataModule
 
-    if (plan.run_dir / SUMMARY).is_file():
-        log.info("skipping %s: already finished", plan.run_dir)
-        return runs.read_json(plan.run_dir / SUMMARY)
-    runs.claim_run_dir(plan.run_dir, plan.signature)
+    run = plan.run
+    run.claim(plan.signature)
     started = time.time()
     checkpoint = resolve_checkpoint(plan.student)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -302,25 +293,22 @@ def run_training(
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     module = build_module(plan, checkpoint)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    data = SFTDataModule(items, batch_size=int(plan.hparams["batch_size"]), pad_id=pad_id, seed=plan.seed)
-    state_dir = plan.run_dir / LIGHTNING
+    data = SFTDataModule(items, batch_size=plan.hparams.batch_size, pad_id=pad_id, seed=plan.seed)
     history = LossHistory()
     every = int(plan.trainer.get("checkpoint_every_n_steps", 5))
-    trainer = build_trainer(plan, [history, StepCheckpoints(state_dir, every)], progress)
-    resume = resume_checkpoint(state_dir)
+    trainer = build_trainer(plan, [history, ResumeStates(run.resume_dir, every)], progress)
+    resume = latest_resume_state(run.resume_dir)
     if resume is not None:
-        log.info("resuming %s from %s", plan.run_dir, resume)
-    # Our own Lightning checkpoints (trusted: written by this run) hold the optimizer state too.
+        log.info("resuming %s from %s", run.path, resume)
+    # Our own resume states (trusted: written by this run) hold the optimizer state too.
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     state_dict = gathered_state_dict(trainer)  # a collective under ZeRO-3: every rank takes part
     if not trainer.is_global_zero:
         return {}
-    export_checkpoint(
-        module, tokenizer, plan.run_dir / CHECKPOINT, state_dict, dtype=plan.hparams.get("dtype")
-    )
+    export_model(module, tokenizer, run.model_dir, state_dict, dtype=plan.hparams.dtype)
     summary = _summary(plan, trainer, module, history, data_info, started)
-    runs.atomic_write_json(plan.run_dir / SUMMARY, summary)  # completion marker: last
-    shutil.rmtree(state_dir, ignore_errors=True)  # the exported checkpoint supersedes the resume state
+    run.write_summary(summary)  # completion marker: last
+    shutil.rmtree(run.resume_dir, ignore_errors=True)  # the exported model supersedes the resume state
     return summary
 
 
@@ -331,17 +319,17 @@ def _summary(
     losses = history.history
     return {
         "regime": plan.regime.name,
-        "student": plan.student["name"],
-        "data_source": plan.source,
-        "data_relation": plan.regime.relation(plan.source),
-        "sampler": plan.regime.sampler_for(plan.source).name,
-        "dataset": plan.dataset["name"],
-        "samples_run": str(plan.samples_dir),
+        "student": plan.student.name,
+        "sampler": plan.sampler,
+        "data_relation": plan.regime.relation(plan.sampler),
+        "sampler_model": plan.regime.sampler_model(plan.sampler).name,
+        "dataset": plan.dataset.name,
+        "samples_run": str(plan.samples.path),
         **data_info,
         "steps": int(trainer.global_step),
-        "max_steps": int(hp["max_steps"]),
-        "training_length": f"{int(hp['max_steps'])} optimizer steps (fixed, equal for WC and SE data)",
-        "batch_size": int(hp["batch_size"]) * int(tr.get("accumulate_grad_batches", 1)),
+        "max_steps": hp.max_steps,
+        "training_length": f"{hp.max_steps} optimizer steps (fixed, equal for WC and SE data)",
+        "batch_size": hp.batch_size * int(tr.get("accumulate_grad_batches", 1)),
         "trained_tokens": history.trained_tokens,
         "real_token_share": sum(history.real_share) / len(history.real_share) if history.real_share else None,
         "final_loss": losses[-1][1] if losses else None,
@@ -349,7 +337,7 @@ def _summary(
         "resumed_from_step": history.start_step,
         "wall_time_s": round(time.time() - started, 2),
         "peak_gpu_memory_gib": _peak_gpu_memory_gib(),
-        "checkpoint": str(plan.run_dir / CHECKPOINT),
+        "model_dir": str(plan.run.model_dir),
         "seed": plan.seed,
         "trainer": {
             k: tr.get(k)
@@ -358,7 +346,7 @@ def _summary(
         | {"world_size": int(trainer.world_size), "fallback": tr.get("fallback")},
         "model": {
             "weights_dtype": module.hparams.dtype,
-            "export_dtype": hp.get("dtype", "float32"),
+            "export_dtype": hp.dtype,
             "attn_implementation": module.hparams.attn_implementation,
             "optimizer": _optimizer_name(trainer),
         },
@@ -368,13 +356,13 @@ def _summary(
 def _loggers(plan: TrainingPlan) -> list[Any]:
     from pytorch_lightning.loggers import CSVLogger
 
-    loggers: list[Any] = [CSVLogger(str(plan.run_dir), name="logs")]
+    loggers: list[Any] = [CSVLogger(str(plan.run.path), name="logs")]
     settings = plan.logger or {}
     if settings.get("enabled", False):
         from pytorch_lightning.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        Path(settings.get("dir") or plan.run_dir).mkdir(parents=True, exist_ok=True)
+        Path(settings.get("dir") or plan.run.path).mkdir(parents=True, exist_ok=True)
         loggers.append(
             WandbLogger(
                 project=settings.get("project", "compute-optimal"),
@@ -382,7 +370,7 @@ def _loggers(plan: TrainingPlan) -> list[Any]:
                 group=settings.get("group"),
                 mode=settings.get("mode", "offline"),
                 save_dir=str(settings.get("dir")),
-                name=f"train-{plan.dataset['name']}-{plan.regime.name}-{plan.student['name']}-{plan.source}",
+                name=f"train-{plan.dataset.name}-{plan.regime.name}-{plan.student.name}-{plan.sampler}",
                 job_type="train",
             )
         )
@@ -450,14 +438,14 @@ def _cast(state: dict[str, Any], dtype: Any) -> dict[str, Any]:
     return out
 
 
-def export_checkpoint(
+def export_model(
     module: Any,
     tokenizer: Any,
     target: Path,
     state_dict: dict[str, Any] | None = None,
     dtype: str | None = None,
 ) -> None:
-    """Save the trained student as a Hugging Face checkpoint in ``dtype`` (default: as trained),
+    """Export the trained student as a Hugging Face checkpoint in ``dtype`` (default: as trained),
     atomically (tmp folder, then rename)."""
     import torch
 

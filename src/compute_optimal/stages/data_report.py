@@ -1,7 +1,8 @@
-"""Config -> evaluation-side tasks (run_eval.py): the WC-vs-SE data report, for now.
+"""The data report stage (run_eval.py task=data_report): WC vs SE samples at equal compute.
 
-Like :mod:`compute_optimal.pipeline`, functions here take a composed config (a DictConfig or a
-mapping of the same shape) and read no Hydra global state, so tests call them directly.
+config -> the finished sampling runs of the pair (found by config, ``reporting.load_comparison``) ->
+coverage@k, diversity@k and the false-positive rate (``task.fpr.method``: none, an LLM judge, or human
+labels) -> ``report.md`` with figures and ``comparison.json``, the same tables in W&B.
 """
 
 from __future__ import annotations
@@ -12,63 +13,54 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from . import judge, models
-from .analysis import AnalysisError
-from .pipeline import engine_settings, load_dataset_split, load_model_config, start_engine
-from .reporting import DataComparison, RunData, load_comparison, write_report
-from .reporting.data_report import headline_markdown
+from .. import judge, runs
+from ..analysis import AnalysisError
+from ..reporting import DataComparison, RunData, load_comparison, write_report
+from ..reporting.data_report import headline_markdown
+from ..specs import Model
+from .common import StageResult, engine_for, load_split, log_to_wandb, model_named
 
 log = logging.getLogger(__name__)
 
-FPR_SOURCES = ("none", "judge", "human")
+FPR_METHODS = ("none", "judge", "human")
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def data_report(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> StageResult:
     """Build the WC-vs-SE data report (or, with task.export_sheet, export the human label sheet)."""
     task = cfg.task
-    source = str(task.fpr.source)
-    if source not in FPR_SOURCES:
-        raise AnalysisError(f"task.fpr.source must be one of {', '.join(FPR_SOURCES)}, got {source!r}")
-    if task.export_sheet and source != "human":
-        raise AnalysisError("task.export_sheet=true writes a human label sheet: add task.fpr.source=human")
+    method = task.fpr.method
+    if method not in FPR_METHODS:
+        raise AnalysisError(f"task.fpr.method must be one of {', '.join(FPR_METHODS)}, got {method!r}")
+    if task.export_sheet and method != "human":
+        raise AnalysisError("task.export_sheet=true writes a human label sheet: add task.fpr.method=human")
     comparison = load_comparison(
         cfg.paths.outputs,
-        dataset=str(cfg.dataset.name),
-        wc_model=str(task.wc_model),
-        se_model=str(task.se_model),
-        budgets=[str(b) for b in task.budgets],
-        seed=int(task.seed),
-        number_matched=bool(task.number_matched),
-        near_duplicate=None if task.near_duplicate is None else float(task.near_duplicate),
+        dataset=cfg.dataset.name,
+        wc_model=cfg.pair.wc,
+        se_model=cfg.pair.se,
+        budgets=list(task.budgets),
+        seed=task.seed,
+        number_matched=task.number_matched,
+        near_duplicate=task.near_duplicate,
     )
-    if source == "human":
-        labels = Path(str(task.fpr.labels_file))
+    if method == "human":
+        labels = Path(task.fpr.labels_file)
         if task.export_sheet:
             return _export(cfg, comparison, labels)
-        _human_fpr(cfg, comparison, labels)
-    elif source == "judge":
+        _human_fpr(comparison, labels)
+    elif method == "judge":
         _judge_fpr(cfg, comparison)
     else:
         comparison.fpr_note = (
-            "task.fpr.source=none; set task.fpr.source=judge (an LLM judge) or task.fpr.source=human "
+            "task.fpr.method=none; set task.fpr.method=judge (an LLM judge) or task.fpr.method=human "
             "(a labelled sheet)"
         )
-    paths = write_report(comparison, str(task.report_dir))
+    paths = write_report(comparison, task.report_dir)
     wandb_dir = _log(cfg, comparison, paths)
-    headline = headline_markdown(comparison)
-    return {
-        "task": "data_report",
-        **paths,
-        "wandb_dir": wandb_dir,
-        "headline": comparison.headline(),
-        "message": f"{headline}\n\nreport: {paths['report']}",
-    }
+    summary = {"task": "data_report", **paths, "wandb_dir": wandb_dir, "headline": comparison.headline()}
+    return StageResult(summary, f"{headline_markdown(comparison)}\n\nreport: {paths['report']}")
 
 
 # --- false-positive rate --------------------------------------------------------------------------
@@ -76,7 +68,7 @@ def data_report(cfg: DictConfig) -> dict[str, Any]:
 
 def _questions(cfg: DictConfig) -> dict[str, str]:
     """Problem statements by id: judges and labellers need the question, the samples table lacks it."""
-    return {p.id: p.question for p in load_dataset_split(cfg.dataset, str(cfg.dataset.split))}
+    return {p.id: p.question for p in load_split(cfg.dataset, cfg.dataset.split)}
 
 
 def _items(cfg: DictConfig, comparison: DataComparison) -> dict[RunData, list[judge.JudgeItem]]:
@@ -88,28 +80,28 @@ def _items(cfg: DictConfig, comparison: DataComparison) -> dict[RunData, list[ju
             dataset=comparison.dataset,
             model=run.model,
             budget=run.ref.budget_dir,
-            num_problems=int(fpr.num_problems),
-            per_problem=int(fpr.per_problem),
-            seed=int(fpr.sample_seed),
+            num_problems=fpr.num_problems,
+            per_problem=fpr.per_problem,
+            seed=fpr.sample_seed,
             questions=questions,
         )
         for run in comparison.compute_runs()
     }
 
 
-def _export(cfg: DictConfig, comparison: DataComparison, labels: Path) -> dict[str, Any]:
+def _export(cfg: DictConfig, comparison: DataComparison, labels: Path) -> StageResult:
     items = [i for run_items in _items(cfg, comparison).values() for i in run_items]
-    judge.export_sheet(labels, items, seed=int(cfg.task.fpr.sample_seed))
+    judge.export_sheet(labels, items, seed=cfg.task.fpr.sample_seed)
     message = (
         f"exported {len(items)} correct-answer solutions to label: {labels}\n"
         "Fill its `label` column with `correct` (the reasoning is right) or `incorrect` (right answer, "
         "wrong reasoning); leave unsure rows blank. Then build the report: the same command without "
         "task.export_sheet=true"
     )
-    return {"task": "data_report", "sheet": str(labels), "items": len(items), "message": message}
+    return StageResult({"task": "data_report", "sheet": str(labels), "items": len(items)}, message)
 
 
-def _human_fpr(cfg: DictConfig, comparison: DataComparison, labels: Path) -> None:
+def _human_fpr(comparison: DataComparison, labels: Path) -> None:
     if not labels.is_file():
         raise AnalysisError(
             f"no label sheet at {labels}: export one (this command with task.export_sheet=true), fill "
@@ -130,17 +122,18 @@ def _human_fpr(cfg: DictConfig, comparison: DataComparison, labels: Path) -> Non
 def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
     """Judge each run's sampled correct solutions (cached per judge model), then count the verdicts."""
     fpr = cfg.task.fpr
-    conf_dir = Path(str(cfg.paths.root)) / "conf"
-    judge_cfg = fpr.judge_model if isinstance(fpr.judge_model, DictConfig) else None
-    model_cfg = (
-        _plain(judge_cfg) if judge_cfg is not None else load_model_config(conf_dir, str(fpr.judge_model))
+    # The judge: a model config's name, or a whole model config (a judge that has no file in conf/model/).
+    model = (
+        Model.from_config(fpr.judge_model)
+        if isinstance(fpr.judge_model, DictConfig)
+        else model_named(cfg, fpr.judge_model)
     )
-    name = str(model_cfg["name"])
+    name = model.name
     settings = judge.JudgeSettings(
-        temperature=float(fpr.temperature),
-        max_new_tokens=int(fpr.max_new_tokens),
-        batch_size=int(fpr.batch_size),
-        seed=int(cfg.seed),
+        temperature=fpr.temperature,
+        max_new_tokens=fpr.max_new_tokens,
+        batch_size=fpr.batch_size,
+        seed=cfg.seed,
     )
     key = {
         "judge_model": name,
@@ -149,7 +142,7 @@ def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
         "max_new_tokens": settings.max_new_tokens,
     }
     items = _items(cfg, comparison)
-    cache_dir = Path(str(cfg.task.judge_dir)) / name
+    cache_dir = Path(cfg.task.judge_dir) / name
     cache = {
         run: cache_dir / f"{run.model}-{run.ref.budget_dir}-seed{comparison.seed}.parquet" for run in items
     }
@@ -158,11 +151,9 @@ def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
         done.update(_read_verdicts(path, key))
     todo = [i for run_items in items.values() for i in run_items if i.item_id not in done]
     if todo:
-        models.check_available(model_cfg)
-        engine_cfg = engine_settings(cfg.engine, model_cfg, int(cfg.seed))
         log.info("judging %d solutions with %s", len(todo), name)
-        with start_engine(model_cfg, engine_cfg) as engine:
-            for verdict in judge.judge_solutions(engine, todo, settings):
+        with engine_for(model, cfg.engine, cfg.seed) as engine:
+            for verdict in judge.judge_solutions(engine.get(), todo, settings):
                 done[verdict.item_id] = verdict
         for run, run_items in items.items():
             _write_verdicts(cache[run], [done[i.item_id] for i in run_items], key)
@@ -176,7 +167,7 @@ def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
     unknown = sum(f.unknown for f in comparison.fpr.values())
     comparison.fpr_note = (
         f"LLM judge `{name}` (prompt {judge.JUDGE_PROMPT_VERSION}, temperature {settings.temperature:g}) on up "
-        f"to {int(fpr.num_problems)} problems per run with a correct solution, {int(fpr.per_problem)} "
+        f"to {fpr.num_problems} problems per run with a correct solution, {fpr.per_problem} "
         f"correct solution(s) each; {unknown} verdict(s) could not be parsed (unknown); verdicts in `{cache_dir}`"
     )
 
@@ -192,8 +183,6 @@ def _read_verdicts(path: Path, key: dict[str, Any]) -> dict[str, judge.JudgeVerd
 
 
 def _write_verdicts(path: Path, verdicts: Sequence[judge.JudgeVerdict], key: dict[str, Any]) -> None:
-    from . import runs
-
     rows = [{"item_id": v.item_id, "verdict": v.verdict, "output": v.output, **key} for v in verdicts]
     runs.atomic_write_parquet(path, pd.DataFrame(rows, columns=["item_id", "verdict", "output", *key]))
 
@@ -207,8 +196,6 @@ def _wandb_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _log(cfg: DictConfig, comparison: DataComparison, paths: dict[str, Any]) -> str | None:
-    from .tracking import log_run
-
     summary: dict[str, Any] = {"report": paths["report"]}
     for row in comparison.headline().to_dict("records"):
         if row.get("missing"):
@@ -228,16 +215,11 @@ def _log(cfg: DictConfig, comparison: DataComparison, paths: dict[str, Any]) -> 
         "runs": comparison.runs_table(),
         "fpr": comparison.fpr_table(),
     }
-    try:
-        return log_run(
-            _plain(cfg.get("logger")),
-            name=f"data-report-{comparison.dataset}-{comparison.wc_model}-vs-{comparison.se_model}-s{comparison.seed}",
-            job_type="data_report",
-            config=_plain(cfg),
-            summary=summary,
-            tables={k: _wandb_frame(v) for k, v in tables.items() if not v.empty},
-            images={f"figures/{k}": v for k, v in paths["figures"].items()},
-        )
-    except Exception as exc:  # tracking must never lose a finished report
-        log.warning("W&B logging failed (%s); the report's files are complete", exc)
-        return None
+    return log_to_wandb(
+        cfg,
+        name=f"data-report-{comparison.dataset}-{comparison.wc_model}-vs-{comparison.se_model}-s{comparison.seed}",
+        job_type="data_report",
+        summary=summary,
+        tables={k: _wandb_frame(v) for k, v in tables.items() if not v.empty},
+        images={f"figures/{k}": v for k, v in paths["figures"].items()},
+    )

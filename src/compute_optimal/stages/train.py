@@ -1,0 +1,83 @@
+"""The training stage (run_train.py): fine-tune the regime's student on one sampler's data.
+
+config -> the regime's three models (``training.regimes``) -> :func:`compute_optimal.training.stage.plan_training`
+(finds the finished sampling run by config, refuses settings that would train wrong) -> Lightning ->
+the exported student and ``train_summary.json`` in the run folder (``runs.TrainRun``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from omegaconf import DictConfig
+
+from ..devices import cuda_devices
+from ..models import check_available, resolve_checkpoint
+from ..specs import Dataset, TrainSettings, plain
+from ..training.regimes import Regime
+from ..training.stage import effective_trainer, plan_training, run_training
+from .common import StageResult, load_split, model_named, student_name, train_run
+
+log = logging.getLogger(__name__)
+
+
+def _slurm_tasks_per_node() -> int | None:
+    """Processes SLURM started on each node of this job (None outside SLURM); e.g. "2" or "2(x3)"."""
+    value = os.environ.get("SLURM_NTASKS_PER_NODE")
+    return int(value.split("(")[0].split(",")[0]) if value else None
+
+
+def run(cfg: DictConfig) -> StageResult:
+    """Train one student (a finished run is read back, not redone)."""
+    run_folder = train_run(cfg)
+    if run_folder.is_finished():
+        log.info("%s is finished; skipping", run_folder.path)
+        summary = run_folder.read_summary()
+        return StageResult(summary, message(summary))
+    regime = Regime(
+        cfg.regime.name,
+        student=model_named(cfg, student_name(cfg.regime.name, cfg.pair)),
+        wc=model_named(cfg, cfg.pair.wc),
+        se=model_named(cfg, cfg.pair.se),
+    )
+    dataset = Dataset.from_config(cfg.dataset)
+    sampler = regime.sampler_model(cfg.data.sampler)
+    check_available(regime.student)
+    plan = plan_training(
+        run=run_folder,
+        regime=regime,
+        sampler=cfg.data.sampler,
+        samples=sample_run_of(cfg, sampler.name),
+        dataset=dataset,
+        hparams=TrainSettings.from_config(cfg.train),
+        trainer=effective_trainer(
+            plain(cfg.trainer), cuda_devices=cuda_devices(), slurm_tasks=_slurm_tasks_per_node()
+        ),
+        seed=cfg.seed,
+        logger=plain(cfg.get("logger")),
+    )
+    summary = run_training(
+        plan,
+        problems=load_split(cfg.dataset, "train"),
+        resolve_checkpoint=resolve_checkpoint,
+        progress=cfg.progress,
+    )
+    return StageResult(summary, message(summary) if summary else "")  # empty on ranks > 0
+
+
+def sample_run_of(cfg: DictConfig, model: str):
+    """The sampling run the training data comes from: same dataset and budget, ``data.sampling_seed``."""
+    from ..runs import SampleRun
+
+    return SampleRun.of(
+        cfg.paths.outputs, cfg.dataset.name, model, cfg.budget.name, cfg.budget.mode, cfg.data.sampling_seed
+    )
+
+
+def message(summary: dict) -> str:
+    return (
+        f"{summary['regime']}: {summary['student']} on {summary['sampler'].upper()} data "
+        f"({summary['num_examples']} examples, {summary['steps']} steps, final loss {summary['final_loss']:.3f}) "
+        f"-> {summary['model_dir']}"
+    )
