@@ -57,9 +57,11 @@ from compute_optimal import models, runs  # noqa: E402
 from compute_optimal.data.arith import generate_split  # noqa: E402
 from compute_optimal.devices import DeviceError, allocated_gpus, cuda_devices, probe_cuda  # noqa: E402
 from compute_optimal.engines import Engine, Request, SamplingSettings, build_engine  # noqa: E402
-from compute_optimal.pipeline import engine_settings, load_model_config  # noqa: E402
 from compute_optimal.prompts import get_template  # noqa: E402
 from compute_optimal.reference_runs import write_sampling_run  # noqa: E402
+from compute_optimal.resolvers import model_config  # noqa: E402
+from compute_optimal.specs import Model  # noqa: E402
+from compute_optimal.stages.common import engine_settings  # noqa: E402
 
 CONF = REPO / "conf"
 STUDENT = "tiny_random_gemma2"  # a tiny Gemma2 (soft-capping included): seconds per step anywhere
@@ -199,25 +201,30 @@ def reset_prefix_cache(engine: Engine) -> None:
         llm.reset_prefix_cache()  # a repeated batch must not differ from the first by its cache hits
 
 
-def vllm_settings(model_cfg: dict[str, Any], gpus: int) -> dict[str, Any]:
-    """conf/engine/auto.yaml's vLLM settings resolved for ``model_cfg`` (as the stages do), tensor
+def load_model(name: str) -> Model:
+    """``conf/model/<name>.yaml`` as the stages read it (a typed Model)."""
+    return Model.from_config(model_config(name, CONF))
+
+
+def vllm_settings(model: Model, gpus: int) -> dict[str, Any]:
+    """conf/engine/auto.yaml's vLLM settings resolved for ``model`` (as the stages do), tensor
     parallel over the GPUs there are, dummy weights."""
     from omegaconf import OmegaConf
 
-    settings = engine_settings(OmegaConf.load(CONF / "engine/auto.yaml"), model_cfg, 0)["vllm"]
-    settings["tensor_parallel_size"] = min(int(model_cfg["tensor_parallel_size"]), gpus)
+    settings = engine_settings(OmegaConf.load(CONF / "engine/auto.yaml"), model, 0)["vllm"]
+    settings["tensor_parallel_size"] = min(int(model.tensor_parallel_size), gpus)
     return {**settings, "load_format": "dummy"}
 
 
 def check_vllm_model(report: Report, name: str, gpus: int, args: argparse.Namespace) -> None:
     """Start, throughput and FLOP share, same seed same samples, close frees memory, restart."""
-    model_cfg = load_model_config(CONF, name)
-    settings = vllm_settings(model_cfg, gpus)
+    model = load_model(name)
+    settings = vllm_settings(model, gpus)
     tp = settings["tensor_parallel_size"]
     state: dict[str, Any] = {}
 
     def start(figures: dict[str, Any]) -> str:
-        checkpoint = models.config_checkpoint(model_cfg)
+        checkpoint = models.config_checkpoint(model)
         figures.update(checkpoint=str(checkpoint), settings=settings, tensor_parallel_size=tp)
         figures["memory_before_mib"] = state["before"] = gpu_memory_used_mib()
         t0 = time.perf_counter()
@@ -225,7 +232,7 @@ def check_vllm_model(report: Report, name: str, gpus: int, args: argparse.Namesp
         figures["start_s"] = round(time.perf_counter() - t0, 1)
         figures["memory_running_mib"] = state["running"] = gpu_memory_used_mib()
         return (
-            f"{state['engine'].name}, tensor_parallel_size {tp} (model {model_cfg['tensor_parallel_size']}, "
+            f"{state['engine'].name}, tensor_parallel_size {tp} (model {model.tensor_parallel_size}, "
             f"GPUs {gpus}), dummy weights, started in {figures['start_s']} s"
         )
 
@@ -244,7 +251,7 @@ def check_vllm_model(report: Report, name: str, gpus: int, args: argparse.Namesp
             raise AssertionError(f"expected {args.samples} samples for each of {len(batch)} requests")
         tokens = sum(c.generated_tokens for g in gens for c in g.completions)
         rate = tokens / seconds
-        flops = 2 * float(model_cfg["params"]) * rate
+        flops = 2 * model.params * rate
         share = flops / (args.peak_tflops * 1e12 * tp)
         figures.update(
             prompts=len(batch), samples=args.samples, max_new_tokens=args.max_new_tokens, tokens=tokens,
@@ -292,7 +299,7 @@ def check_vllm_model(report: Report, name: str, gpus: int, args: argparse.Namesp
 
     def restart(figures: dict[str, Any]) -> str:
         t0 = time.perf_counter()
-        with build_engine(str(models.config_checkpoint(model_cfg)), "auto", vllm=settings) as again:
+        with build_engine(str(models.config_checkpoint(model)), "auto", vllm=settings) as again:
             figures["start_s"] = round(time.perf_counter() - t0, 1)
             [gen] = again.generate(requests(prompts(1), 2), SamplingSettings(max_new_tokens=16))
         figures["tokens"] = [c.generated_tokens for c in gen.completions]
@@ -314,8 +321,11 @@ def check_vllm_model(report: Report, name: str, gpus: int, args: argparse.Namesp
 # --- training: a tiny Gemma2-architecture student with every GPU trainer ----------------------------
 
 
-def train_run_dir(root: Path) -> Path:
-    return root / "train/arith/knowledge_distillation" / STUDENT / "wc-high-compute/seed0"
+def train_run(root: Path) -> runs.TrainRun:
+    """The run ``train_args`` makes (``runs.TrainRun``: the folder does not name the trainer)."""
+    return runs.TrainRun.of(
+        root, "arith", "knowledge_distillation", STUDENT, "wc", "high", "compute", 0, pair="tiny"
+    )
 
 
 def train_args(trainer: str, steps: int) -> list[str]:
@@ -323,7 +333,7 @@ def train_args(trainer: str, steps: int) -> list[str]:
         "pair=tiny",
         "regime=knowledge_distillation",
         f"pair.distill_student={STUDENT}",
-        "data.source=wc",
+        "data.sampler=wc",
         f"trainer={trainer}",  # devices -1: every visible GPU (one process on a CPU)
         f"train.max_steps={steps}",
         "train.dtype=bfloat16",  # exported in bf16 as on a cluster: a cast that must keep tied weights tied
@@ -351,14 +361,14 @@ def check_training(report: Report, trainer: str, root: Path, args: argparse.Name
         if proc.returncode != 0:
             figures["log"] = (proc.stdout + proc.stderr)[-6000:]
             raise RuntimeError(f"run_train.py exit {proc.returncode}: {reason(proc.stderr)}")
-        summary.update(runs.read_json(train_run_dir(root) / "train_summary.json"))
+        summary.update(train_run(root).read_summary())
         losses = [loss for _, loss in summary["loss_curve"]]
         first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
         figures.update(
             steps=summary["steps"], losses=losses, first3_mean=round(first, 4), last3_mean=round(last, 4),
             wall_time_s=summary["wall_time_s"], peak_gpu_memory_gib=summary["peak_gpu_memory_gib"],
             optimizer=summary["model"]["optimizer"], fallback=summary["trainer"]["fallback"],
-            precision=summary["trainer"]["precision"], checkpoint=summary["checkpoint"],
+            precision=summary["trainer"]["precision"], model_dir=summary["model_dir"],
         )  # fmt: skip
         memory = summary["peak_gpu_memory_gib"]
         text = (
@@ -382,12 +392,12 @@ def check_training(report: Report, trainer: str, root: Path, args: argparse.Name
             raise Skip("vLLM is not installed")
         from omegaconf import OmegaConf
 
-        student = load_model_config(CONF, STUDENT)
+        student = load_model(STUDENT)
         settings = engine_settings(OmegaConf.load(CONF / "engine/auto.yaml"), student, 0)
         small = {"enforce_eager": True, "max_model_len": 1024}  # seconds to start, enough for a test prompt
         t0 = time.perf_counter()
         with build_engine(
-            summary["checkpoint"],
+            summary["model_dir"],
             "auto",
             vllm={**settings["vllm"], **small},
             vllm_cpu={**settings["vllm_cpu"], **small, "kv_cache_memory_bytes": 256 << 20},

@@ -19,17 +19,14 @@ from pathlib import Path
 from compute_optimal import models
 from compute_optimal.budget import Budget
 from compute_optimal.data.arith import generate_split
-from compute_optimal.engines import Borrowed, Engine, Request, SamplingSettings, build_engine
-from compute_optimal.sampling import plan_sampling, problem_seed, run_sampling
+from compute_optimal.engines import Engine, LazyEngine, Request, SamplingSettings, build_engine
+from compute_optimal.runs import SampleRun
+from compute_optimal.sampling import SamplingConfig, plan_sampling, problem_seed, run_sampling
+from compute_optimal.specs import Dataset, Model, Prompt
 
-MODEL_CONFIGS = {
-    "smollm2_135m": {
-        "name": "smollm2_135m",
-        "source": "embedded",
-        "embedded": "smollm2_135m",
-        "params": 135e6,
-    },
-    "gemma3_270m": {"name": "gemma3_270m", "source": "embedded", "embedded": "gemma3_270m", "params": 270e6},
+MODELS = {
+    "smollm2_135m": Model("smollm2_135m", 135e6, origin="embedded", embedded="smollm2_135m"),
+    "gemma3_270m": Model("gemma3_270m", 270e6, origin="embedded", embedded="gemma3_270m"),
 }
 
 
@@ -73,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="smollm2_135m", choices=sorted(MODEL_CONFIGS))
+    parser.add_argument("--model", default="smollm2_135m", choices=sorted(MODELS))
     parser.add_argument("--engine", default="auto", help="auto, vllm_cpu, vllm or hf")
     parser.add_argument("--problems", type=int, default=24)
     parser.add_argument("--samples", type=int, default=8)
@@ -81,12 +78,12 @@ def main() -> None:
     parser.add_argument("--hf-problems", type=int, default=4, help="prompts for the (slow) plain HF loop")
     args = parser.parse_args()
 
-    model_cfg = MODEL_CONFIGS[args.model]
-    checkpoint = models.resolve_checkpoint(model_cfg)
+    model = MODELS[args.model]
+    checkpoint = models.resolve_checkpoint(model)
     problems = generate_split("train", num_train=args.problems, num_test=8, seed=7)[: args.problems]
-    dataset = {"name": "arith", "answer_format": "arith", "prompt": {"template": "arith"}}
-    budget = Budget("bench", "number", args.model, args.samples, model_cfg["params"])
-    sampling = {"temperature": 0.7, "max_new_tokens": args.max_new_tokens, "chunk_size": args.problems}
+    dataset = Dataset(name="arith", answer_format="arith", prompt=Prompt("arith"))
+    budget = Budget("bench", "number", args.model, args.samples, model.params)
+    sampling = SamplingConfig(temperature=0.7, max_new_tokens=args.max_new_tokens, chunk_size=args.problems)
 
     engine = build_engine(
         checkpoint,
@@ -96,8 +93,8 @@ def main() -> None:
     )
     with engine, tempfile.TemporaryDirectory() as tmp:
         plan = plan_sampling(
-            run_dir=Path(tmp) / "run",
-            model=model_cfg,
+            run=SampleRun(Path(tmp) / "run"),
+            model=model,
             budget=budget,
             dataset=dataset,
             problems=problems,
@@ -115,7 +112,8 @@ def main() -> None:
         bare_tokens = sum(c.generated_tokens for g in gens for c in g.completions)
         reset_prefix_cache(engine)
         t0 = time.perf_counter()
-        summary = run_sampling(plan, lambda: Borrowed(engine), progress=False)
+        # The stage gets the running engine (already warm); its owner, the `with` above, closes it.
+        summary = run_sampling(plan, LazyEngine(lambda: engine), progress=False)
         stage_s = time.perf_counter() - t0
         stage_tokens = summary["generated_tokens"]
 

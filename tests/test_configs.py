@@ -11,8 +11,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from compute_optimal.budget import BudgetError
+from compute_optimal.resolvers import pair_se
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -29,15 +31,40 @@ def compose_sample(*overrides: str):
 COMBOS = list(itertools.product(options("model"), options("dataset"), options("budget"), options("engine")))
 
 
+def pairs_of_models() -> dict[str, dict[str, str]]:
+    """Each model a pair config names (WC, SE or distillation student) -> {pair name: that pair's SE model},
+    read from the YAML files themselves (not through the resolver under test)."""
+    found: dict[str, dict[str, str]] = {}
+    for name in options("pair"):
+        pair = OmegaConf.load(CONF / "pair" / f"{name}.yaml")
+        for member in (pair.wc, pair.se, pair.get("distill_student")):
+            if member:
+                found.setdefault(str(member), {})[name] = str(pair.se)
+    return found
+
+
+PAIRS_OF = pairs_of_models()
+
+
 @pytest.mark.parametrize(("model", "dataset", "budget", "engine"), COMBOS)
 def test_every_combination_composes(model: str, dataset: str, budget: str, engine: str) -> None:
-    cfg = compose_sample(f"model={model}", f"dataset={dataset}", f"budget={budget}", f"engine={engine}")
+    ses = PAIRS_OF.get(model, {})
+    # A model of one pair (or of pairs with one SE model) needs no pair=; any other names the pair its
+    # budget counts in (a model in no pair: the tiny pair).
+    pair = next(iter(ses), "tiny")
+    overrides = [] if len(set(ses.values())) == 1 else [f"pair={pair}"]
+    reference = ses.get(pair) or str(OmegaConf.load(CONF / "pair" / f"{pair}.yaml").se)
+    cfg = compose_sample(
+        f"model={model}", f"dataset={dataset}", f"budget={budget}", f"engine={engine}", *overrides
+    )
     resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert resolved["run_dir"].endswith(
         f"/sample/{dataset}/{model}/{resolved['budget']['name']}-compute/seed0"
     )
     b = instantiate(cfg.budget)
-    assert b.reference_model == cfg.model.reference.name
+    ref = OmegaConf.load(CONF / "model" / f"{reference}.yaml")
+    assert b.reference_model == reference  # the SE model of the model's pair
+    assert (b.reference_params, b.reference_price) == (ref.params, ref.price_per_mtok)
     try:
         samples = b.samples_for(cfg.model.name, cfg.model.params)
     except BudgetError:
@@ -61,16 +88,46 @@ def test_paper_and_embedded_sample_counts() -> None:
         assert instantiate(cfg.budget).samples_for(model, cfg.model.params) == samples, (model, budget)
 
 
-def test_reference_blocks_match_the_referenced_model() -> None:
-    """Each model names its pair's expensive model; the copied params/price must be that model's."""
+def test_budget_reference_is_the_pairs_se_model() -> None:
+    """No model config names its reference (nor a regime its student): each member of a pair budgets
+    against the pair's SE model, which is its own reference and at least as large as every member."""
     for name in options("model"):
         model = OmegaConf.load(CONF / "model" / f"{name}.yaml")
-        ref = OmegaConf.load(CONF / "model" / f"{model.reference.name}.yaml")
-        assert model.name == name
-        assert model.reference.params == ref.params, name
-        assert model.reference.price_per_mtok == ref.price_per_mtok, name
-        assert ref.reference.name == ref.name, f"{ref.name} is a reference, so it must be its own"
-        assert model.params <= ref.params, name
+        assert model.name == name and "reference" not in model, name
+    for name in options("regime"):
+        regime = OmegaConf.load(CONF / "regime" / f"{name}.yaml")
+        assert regime.name == name and "student" not in regime, name
+    for name in options("pair"):
+        pair = OmegaConf.load(CONF / "pair" / f"{name}.yaml")
+        se = OmegaConf.load(CONF / "model" / f"{pair.se}.yaml")
+        assert pair_se(pair.se) == pair.se, f"{pair.se} is a reference, so it must be its own"
+        for member in (pair.wc, pair.se, pair.get("distill_student")):
+            if not member:
+                continue
+            assert pair_se(member, name) == pair.se, (name, member)  # pair=<name>
+            assert pair_se(member) == pair.se, (name, member)  # found among conf/pair/ without pair=
+            assert OmegaConf.load(CONF / "model" / f"{member}.yaml").params <= se.params, (name, member)
+
+
+def test_a_model_in_no_pair_or_in_pairs_with_different_se_models_must_name_its_pair(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "pair").mkdir(parents=True)
+    (conf / "pair" / "a.yaml").write_text("name: a\nwc: small\nse: big\ndistill_student: null\n")
+    (conf / "pair" / "b.yaml").write_text("name: b\nwc: small\nse: bigger\ndistill_student: null\n")
+    with pytest.raises(BudgetError, match=r"in pairs with different SE models.*pair=a"):
+        pair_se("small", conf=conf)
+    with pytest.raises(BudgetError, match=r"in no pair.*pair=a"):
+        pair_se("lonely", conf=conf)
+    assert (pair_se("small", "b", conf=conf), pair_se("big", conf=conf)) == ("bigger", "big")
+    # The real configs: a model of conf/model/ in no pair cannot sample without pair=; with it, it can.
+    lonely = [m for m in options("model") if m not in PAIRS_OF]
+    assert lonely, "this check needs a model config in no pair"
+    with pytest.raises(BudgetError, match=r"in no pair.*pair="):
+        pair_se(lonely[0])
+    with pytest.raises(InterpolationResolutionError, match=r"BudgetError.*pair="):
+        OmegaConf.to_container(compose_sample(f"model={lonely[0]}").budget, resolve=True)
+    cfg = compose_sample(f"model={lonely[0]}", "pair=tiny")
+    assert instantiate(cfg.budget).reference_model == OmegaConf.load(CONF / "pair" / "tiny.yaml").se
 
 
 def test_number_matched_and_custom_budgets() -> None:
@@ -95,6 +152,23 @@ def test_cfg_job_prints_the_composed_config(repo_root: Path) -> None:
     assert cfg.model.tensor_parallel_size == 2
     assert cfg.budget.reference_samples == 10
     assert cfg.dataset.prompt.num_shots == 8
+
+
+def test_composed_budget_derives_its_reference_without_a_pair(repo_root: Path) -> None:
+    """`run_sample.py model=gemma2_9b budget=high`: no pair named; the budget counts in Gemma2-27B samples."""
+    out = subprocess.run(
+        [sys.executable, "run_sample.py", "--cfg", "job", "--resolve", "model=gemma2_9b", "budget=high"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cfg = OmegaConf.create(out)
+    assert cfg.get("pair") is None  # no pair composed: found in conf/pair/
+    assert (cfg.budget.reference_model, cfg.budget.reference_params) == ("gemma2_27b", 27e9)
+    gemma2_27b = OmegaConf.load(CONF / "model" / "gemma2_27b.yaml")
+    assert cfg.budget.reference_price == gemma2_27b.price_per_mtok
+    assert instantiate(cfg.budget).samples_for("gemma2_9b", cfg.model.params) == 30
 
 
 # --- what one SLURM job asks for (compute_optimal.resolvers) --------------------------------------
@@ -123,7 +197,7 @@ def test_job_resources_come_from_the_model_with_site_overrides() -> None:
     # Evaluation: the model the task runs; for a checkpoint, the student it belongs to.
     base = compose_config("eval", "task=evaluate", "model=gemma2_27b", cluster).resources
     student = compose_config(
-        "eval", "task=evaluate", "pair=gemma2", "task.checkpoint.regime=self_improvement", cluster
+        "eval", "task=evaluate", "pair=gemma2", "task.student.regime=self_improvement", cluster
     ).resources
     assert (base.gpus_per_node, student.gpus_per_node) == (2, 1)
     # The site (here the command line) replaces any key for every job; the test site never asks for GPUs.
@@ -197,7 +271,9 @@ def test_cluster_distillation_command_trains_gemma_7b_on_8_gpus() -> None:
         "site=example_cluster",
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["regime"]["student"] == "gemma_7b" and resolved["student"]["hf_id"] == "google/gemma-7b"
+    # The student is the pair's distillation student (the regime config names none).
+    assert "student" not in resolved["regime"] and resolved["pair"]["distill_student"] == "gemma_7b"
+    assert resolved["student"]["name"] == "gemma_7b" and resolved["student"]["hf_id"] == "google/gemma-7b"
     assert resolved["trainer"]["strategy"] == "deepspeed" and resolved["trainer"]["strategy_options"] == {
         "stage": 2
     }

@@ -12,20 +12,23 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from compute_optimal import metrics, models, pipeline_eval, runs
+from compute_optimal import metrics, models, runs
 from compute_optimal.analysis import AnalysisError, data_quality
 from compute_optimal.budget import Budget
 from compute_optimal.data.arith import generate_split
-from compute_optimal.engines import build_engine
-from compute_optimal.pipeline import load_model_config
+from compute_optimal.engines import LazyEngine, build_engine
 from compute_optimal.reporting import RunRef, check_pair, load_comparison, load_run, write_report
-from compute_optimal.sampling import COLUMNS, plan_sampling, run_sampling, summarize
+from compute_optimal.resolvers import model_config
+from compute_optimal.sampling import COLUMNS, SamplingConfig, plan_sampling, run_sampling, summarize
+from compute_optimal.specs import Dataset, Model
+from compute_optimal.stages import data_report
+from compute_optimal.stages.common import engine_settings, model_named
 from tests.conftest import run_entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 WC, SE = "tiny_random", "tiny_random_x2"
-MODELS = {m: load_model_config(CONF, m) for m in (WC, SE)}
+MODELS = {m: Model.from_config(model_config(m, CONF)) for m in (WC, SE)}  # pair=tiny
 ARITH_LOADER = OmegaConf.load(CONF / "dataset" / "arith.yaml").loader
 ARITH = generate_split(
     "train",
@@ -37,28 +40,30 @@ ARITH = generate_split(
 BUDGETS = {"low": 1, "high": 2}  # reference samples of SE: WC gets 2 / 4, SE 1 / 2
 
 
-def dataset_cfg(name: str = "arith", limit: int | None = None) -> dict:
-    return {
-        "name": name,
-        "answer_format": "arith",
-        "split": "train",
-        "limit": limit,
-        "prompt": {"template": "arith", "num_shots": 2},
-    }
+def dataset_cfg(name: str = "arith", limit: int | None = None) -> Dataset:
+    return Dataset.from_config(
+        {
+            "name": name,
+            "answer_format": "arith",
+            "split": "train",
+            "limit": limit,
+            "prompt": {"template": "arith", "num_shots": 2},
+        }
+    )
 
 
 def budget(name: str, mode: str = "compute") -> Budget:
-    return Budget(name, mode, SE, BUDGETS[name], MODELS[SE]["params"])
+    return Budget(name, mode, SE, BUDGETS[name], MODELS[SE].params)
 
 
 def plan(root: Path, model: str, budget_name: str, mode: str, problems, dataset: str = "arith", limit=None):
     return plan_sampling(
-        run_dir=runs.sample_run_dir(root, dataset, model, f"{budget_name}-{mode}", 0),
+        run=runs.SampleRun.of(root, dataset, model, budget_name, mode, 0),
         model=MODELS[model],
         budget=budget(budget_name, mode),
         dataset=dataset_cfg(dataset, limit),
         problems=problems,
-        sampling={"temperature": 1.0, "max_new_tokens": 8, "chunk_size": 4},
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=8, chunk_size=4),
         seed=0,
         engine_backend="hf",
     )
@@ -75,7 +80,8 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         checkpoint = models.resolve_checkpoint(MODELS[model])
         for name in BUDGETS:
             p = plan(root, model, name, "compute", ARITH, limit=2)
-            run_sampling(p, lambda c=checkpoint: build_engine(c, "hf"), progress=False)
+            with LazyEngine(lambda c=checkpoint: build_engine(c, "hf")) as engine:
+                run_sampling(p, engine, progress=False)
     return root
 
 
@@ -111,7 +117,7 @@ def test_report_from_real_runs(real_runs: Path, tmp_path: Path) -> None:
     text = Path(paths["report"]).read_text()
     for budget_name in BUDGETS:
         (s_wc, cov_wc), (s_se, cov_se) = (
-            parquet_metrics(runs.sample_run_dir(real_runs, "arith", m, f"{budget_name}-compute", 0))
+            parquet_metrics(runs.SampleRun.of(real_runs, "arith", m, budget_name, "compute", 0).path)
             for m in (WC, SE)
         )
         assert f"| {budget_name} | compute | {s_wc} / {s_se} | {cov_wc:.3f} | {cov_se:.3f} |" in text
@@ -143,7 +149,7 @@ def run_eval(outputs: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_run_eval_builds_the_report_and_logs_to_wandb(real_runs: Path) -> None:
-    proc = run_eval(real_runs, f"task.wc_model={WC}", f"task.se_model={SE}")
+    proc = run_eval(real_runs, "pair=tiny")  # WC, SE
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = real_runs / "reports/data/arith/tiny_random-vs-tiny_random_x2/seed0"
     assert f"report: {folder / 'report.md'}" in proc.stdout
@@ -158,9 +164,9 @@ def test_run_eval_builds_the_report_and_logs_to_wandb(real_runs: Path) -> None:
 
 
 def test_run_eval_names_missing_and_unfinished_runs(tmp_path: Path) -> None:
-    unfinished = runs.sample_run_dir(tmp_path, "arith", WC, "low-compute", 0)
+    unfinished = runs.SampleRun.of(tmp_path, "arith", WC, "low", "compute", 0).path
     (unfinished / "chunks").mkdir(parents=True)
-    proc = run_eval(tmp_path, f"task.wc_model={WC}", f"task.se_model={SE}", "task.budgets=[low]")
+    proc = run_eval(tmp_path, "pair=tiny", "task.budgets=[low]")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: the arith data report needs 2 more finished sampling run(s)" in proc.stderr
     assert (
@@ -221,10 +227,10 @@ def write_known_run(
     frame = pd.DataFrame(rows, columns=COLUMNS).astype(
         {"level": "Int64", "sample_index": "int32", "correct": "bool"}
     )
-    runs.claim_run_dir(p.run_dir, p.signature)
-    runs.atomic_write_parquet(p.run_dir / "samples.parquet", frame)
-    runs.atomic_write_json(p.run_dir / runs.SUMMARY, summarize(frame, p))
-    return p.run_dir
+    p.run.claim(p.signature)
+    runs.atomic_write_parquet(p.run.samples_path, frame)
+    p.run.write_summary(summarize(frame, p))
+    return p.run.path
 
 
 @pytest.fixture
@@ -234,7 +240,8 @@ def known_runs(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def compose_eval(outputs: Path, *overrides: str):
+def compose_eval(outputs: Path, *overrides: str, pair: str | None = "tiny"):
+    """run_eval.py's config; the WC and SE models are the pair's (pair=tiny: WC, SE)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(
             config_name="eval",
@@ -242,30 +249,30 @@ def compose_eval(outputs: Path, *overrides: str):
                 f"paths.outputs={outputs}",
                 f"paths.root={REPO}",
                 "logger=none",
-                f"task.wc_model={WC}",
-                f"task.se_model={SE}",
+                *([f"pair={pair}"] if pair else []),
                 *overrides,
             ],
         )
 
 
 def test_eval_config_composes_and_resolves(tmp_path: Path) -> None:
-    cfg = OmegaConf.to_container(
-        compose_eval(tmp_path, "pair=gemma2", "dataset=math", "model=gemma2_27b"), resolve=True
-    )
-    assert cfg["task"]["report_dir"] == f"{tmp_path}/reports/data/math/tiny_random-vs-tiny_random_x2/seed0"
+    composed = compose_eval(tmp_path, "dataset=math", "task.fpr.method=judge", pair="gemma2")
+    cfg = OmegaConf.to_container(composed, resolve=True)
+    assert cfg["task"]["report_dir"] == f"{tmp_path}/reports/data/math/gemma2_9b-vs-gemma2_27b/seed0"
+    # The judge defaults to the pair's SE model, and its engine is configured for it (not for `model`).
+    judge_model = model_named(composed, cfg["task"]["fpr"]["judge_model"])
     assert (
-        cfg["task"]["fpr"]["judge_model"] == "gemma2_27b"
-        and cfg["engine"]["vllm"]["tensor_parallel_size"] == 2
+        judge_model.name == "gemma2_27b"
+        and engine_settings(composed.engine, judge_model, 0)["vllm"]["tensor_parallel_size"] == 2
     )
-    default = OmegaConf.to_container(
-        compose_eval(tmp_path, "task.wc_model=${pair.wc}", "task.se_model=${pair.se}"), resolve=True
-    )
-    assert (default["task"]["wc_model"], default["task"]["se_model"]) == ("smollm2_135m", "gemma3_270m")
+    assert cfg["task"]["loads"]["name"] == "gemma2_27b"  # what its SLURM job asks for
+    default = OmegaConf.to_container(compose_eval(tmp_path, pair=None), resolve=True)
+    assert (default["pair"]["wc"], default["pair"]["se"]) == ("smollm2_135m", "gemma3_270m")
+    assert default["task"]["report_dir"].endswith("/smollm2_135m-vs-gemma3_270m/seed0")
 
 
 def test_headline_numbers_by_hand(known_runs: Path) -> None:
-    result = pipeline_eval.data_report(compose_eval(known_runs))
+    result = data_report.run(compose_eval(known_runs)).summary
     text = Path(result["report"]).read_text()
     rows = [
         # low: coverage 3/4 vs 1/4, diversity 3/4 vs 1/4; WC at k=1: coverage 1/2, diversity 1/2.
@@ -290,7 +297,7 @@ def test_headline_numbers_by_hand(known_runs: Path) -> None:
 
 
 def test_near_duplicate_threshold_is_applied_and_reported(known_runs: Path) -> None:
-    result = pipeline_eval.data_report(compose_eval(known_runs, "task.near_duplicate=0.5"))
+    result = data_report.run(compose_eval(known_runs, "task.near_duplicate=0.5")).summary
     text = Path(result["report"]).read_text()
     assert "Near-duplicates: on, threshold 0.5" in text
     # At 0.5 the known solutions of a problem ("Solution A. The answer is 7." vs "Solution B. ...")
@@ -301,12 +308,12 @@ def test_near_duplicate_threshold_is_applied_and_reported(known_runs: Path) -> N
 
 def test_human_labels_sheet_export_label_import(known_runs: Path) -> None:
     with pytest.raises(AnalysisError, match="no label sheet"):
-        pipeline_eval.data_report(compose_eval(known_runs, "task.fpr.source=human"))
-    with pytest.raises(AnalysisError, match=r"add task\.fpr\.source=human"):
-        pipeline_eval.data_report(compose_eval(known_runs, "task.export_sheet=true"))
-    exported = pipeline_eval.data_report(
-        compose_eval(known_runs, "task.fpr.source=human", "task.export_sheet=true")
-    )
+        data_report.run(compose_eval(known_runs, "task.fpr.method=human"))
+    with pytest.raises(AnalysisError, match=r"add task\.fpr\.method=human"):
+        data_report.run(compose_eval(known_runs, "task.export_sheet=true"))
+    export = data_report.run(compose_eval(known_runs, "task.fpr.method=human", "task.export_sheet=true"))
+    assert "exported 9 correct-answer solutions to label" in export.message
+    exported = export.summary
     sheet_path = Path(exported["sheet"])
     sheet = pd.read_csv(sheet_path, dtype=str, keep_default_na=False)
     assert exported["items"] == len(sheet) == 3 + 1 + 3 + 2  # problems with a correct solution, per run
@@ -318,7 +325,7 @@ def test_human_labels_sheet_export_label_import(known_runs: Path) -> None:
     sheet.loc[se_rows, "label"] = "correct"
     sheet.loc[se_rows[0], "label"] = ""
     sheet.to_csv(sheet_path, index=False)
-    result = pipeline_eval.data_report(compose_eval(known_runs, "task.fpr.source=human"))
+    result = data_report.run(compose_eval(known_runs, "task.fpr.method=human")).summary
     text = Path(result["report"]).read_text()
     expected = {}
     for (model, budget_dir), group in sheet.groupby(["model", "budget"]):
@@ -339,13 +346,13 @@ def test_human_labels_sheet_export_label_import(known_runs: Path) -> None:
 
 def test_llm_judge_fpr_with_a_real_tiny_judge(known_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = (
-        "task.fpr.source=judge",
+        "task.fpr.method=judge",
         f"task.fpr.judge_model={WC}",
         "engine=hf",
         "task.fpr.max_new_tokens=8",
         "task.fpr.num_problems=1",
     )
-    result = pipeline_eval.data_report(compose_eval(known_runs, *overrides))
+    result = data_report.run(compose_eval(known_runs, *overrides)).summary
     data = json.loads(Path(result["data"]).read_text())
     assert len(data["fpr"]) == 4
     for row in data["fpr"]:
@@ -364,8 +371,9 @@ def test_llm_judge_fpr_with_a_real_tiny_judge(known_runs: Path, monkeypatch: pyt
         raise AssertionError("cached verdicts must be reused")
 
     monkeypatch.setattr("compute_optimal.engines.build_engine", no_engine)
+    monkeypatch.setattr("compute_optimal.stages.common.build_engine", no_engine)  # what engine_for calls
     again = json.loads(
-        Path(pipeline_eval.data_report(compose_eval(known_runs, *overrides))["data"]).read_text()
+        Path(data_report.run(compose_eval(known_runs, *overrides)).summary["data"]).read_text()
     )
     assert again["fpr"] == data["fpr"]
 
@@ -378,9 +386,9 @@ def test_runs_of_different_datasets_are_refused(tmp_path: Path) -> None:
     with pytest.raises(AnalysisError, match=r"cannot compare runs of different datasets: 'arith'.*'gsm8k'"):
         check_pair(wc, se)
     # A folder of one dataset holding a run of another.
-    moved = runs.sample_run_dir(tmp_path, "arith", SE, "low-compute", 0)
+    moved = runs.SampleRun.of(tmp_path, "arith", SE, "low", "compute", 0).path
     moved.parent.mkdir(parents=True)
-    runs.sample_run_dir(tmp_path, "gsm8k", SE, "low-compute", 0).rename(moved)
+    runs.SampleRun.of(tmp_path, "gsm8k", SE, "low", "compute", 0).path.rename(moved)
     with pytest.raises(AnalysisError, match="holds a run of dataset 'gsm8k', not 'arith'"):
         load_comparison(tmp_path, dataset="arith", wc_model=WC, se_model=SE, budgets=["low"])
     with pytest.raises(AnalysisError, match="same model"):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from compute_optimal import models, runs
-from compute_optimal.engines import build_engine
+from compute_optimal.engines import LazyEngine, build_engine
 from compute_optimal.evaluation import (
     EvalTarget,
     accuracy_metrics,
@@ -18,6 +18,7 @@ from compute_optimal.evaluation import (
     run_evaluation,
     student_target,
 )
+from compute_optimal.runs import EvalRun, TrainRun
 
 from .test_sampling import DATASET, PROBLEMS, TINY
 
@@ -63,9 +64,11 @@ def test_accuracy_metrics_by_hand() -> None:
 
 def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
     checkpoint = models.resolve_checkpoint(TINY)
-    target = EvalTarget("base", TINY["name"], TINY)
+    target = EvalTarget("base", f"base/{TINY.name}", TINY)
+    run = EvalRun.of_base(tmp_path, DATASET.name, TINY.name, 0)
+    assert run.path == tmp_path / "eval/toy/base/tiny_random/seed0" and run.target == "base/tiny_random"
     plans = plan_runs(
-        run_dir=tmp_path / "eval",
+        run=run,
         model=TINY,
         dataset=DATASET,
         problems=PROBLEMS[:3],
@@ -81,10 +84,14 @@ def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
         started.append(1)
         return build_engine(checkpoint, "hf")
 
-    summary = run_evaluation(tmp_path / "eval", target, plans, make_engine, ks=(1, 2), progress=False)
+    with LazyEngine(make_engine) as engine:
+        summary = run_evaluation(run, target, plans, engine, ks=(1, 2), progress=False)
     assert len(started) == 1, "greedy and sampled runs share one engine"
-    greedy = pd.read_parquet(tmp_path / "eval/greedy/samples.parquet")
-    sampled = pd.read_parquet(tmp_path / "eval/sampled/samples.parquet")
+    assert (
+        plans["greedy"].run.path == run.path / "greedy" and plans["sampled"].run.path == run.path / "sampled"
+    )
+    greedy = pd.read_parquet(run.path / "greedy/samples.parquet")
+    sampled = pd.read_parquet(run.path / "sampled/samples.parquet")
     assert len(greedy) == 3 and len(sampled) == 9
     # The summary's metrics are those of the two tables the runs wrote.
     for key, value in accuracy_metrics(greedy, sampled, (1, 2)).items():
@@ -93,32 +100,47 @@ def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
     assert {"pass@1_greedy", "mean@3", "maj@1", "maj@2", "maj@3", "pass@1", "pass@2", "pass@3"} <= set(
         summary
     )
-    assert json.loads((tmp_path / "eval/eval_summary.json").read_text()) == summary
+    assert summary["target"] == "base/tiny_random" and summary["model"] == "tiny_random"
+    assert summary["runs"] == {"greedy": str(run.path / "greedy"), "sampled": str(run.path / "sampled")}
+    assert run.is_finished() and run.summary_path == run.path / "eval_summary.json"
+    assert json.loads((run.path / "eval_summary.json").read_text()) == summary
     # Finished: no engine is started again.
-    assert run_evaluation(tmp_path / "eval", target, plans, make_engine, progress=False) == summary
+    with LazyEngine(make_engine) as engine:
+        assert run_evaluation(run, target, plans, engine, progress=False) == summary
+        assert not engine.started
     assert len(started) == 1
 
 
 def test_student_checkpoint_errors(tmp_path: Path) -> None:
-    run = tmp_path / "train/arith/self_improvement/tiny_random/wc-high-compute/seed0"
-    with pytest.raises(runs.RunError, match="is missing"):
-        student_target(run, "arith")
+    trained = TrainRun.of(tmp_path, "arith", "self_improvement", "tiny_random", "wc", "high", "compute", 0)
+    run = trained.path
+    assert run == tmp_path / "train/arith/self_improvement/tiny_random/wc-high-compute/seed0"
+    with pytest.raises(runs.RunError, match=r"is missing.*train it first: python run_train\.py"):
+        student_target(trained, "arith", TINY)
     run.mkdir(parents=True)
     with pytest.raises(runs.RunError, match="unfinished"):
-        student_target(run, "arith")
+        student_target(trained, "arith", TINY)
     runs.atomic_write_json(
         run / "train_summary.json",
         {
             "dataset": "gsm8k",
-            "checkpoint": str(run / "checkpoint"),
+            "model_dir": str(trained.model_dir),
             "regime": "self_improvement",
             "student": "tiny_random",
         },
     )
     with pytest.raises(runs.RunError, match="trained on 'gsm8k', not on 'arith'"):
-        student_target(run, "arith")
+        student_target(trained, "arith", TINY)
     with pytest.raises(runs.RunError, match="not a Hugging Face checkpoint"):
-        student_target(run, "gsm8k")
+        student_target(trained, "gsm8k", TINY)
+    # Exported: the student's own model config, loaded from the exported folder.
+    trained.model_dir.mkdir()
+    (trained.model_dir / "config.json").write_text("{}")
+    target = student_target(trained, "gsm8k", TINY)
+    assert (target.kind, target.name) == ("student", "self_improvement/tiny_random/wc-high-compute")
+    assert target.model.origin == "local" and target.model.path == str(run / "model")
+    assert (target.model.name, target.model.params) == (TINY.name, TINY.params)
+    assert target.train_summary["student"] == "tiny_random"
 
 
 def test_student_evaluation_takes_the_engine_settings_of_the_student(
@@ -130,14 +152,16 @@ def test_student_evaluation_takes_the_engine_settings_of_the_student(
     call this test replaces (it records the settings and stops)."""
     from hydra import compose, initialize_config_dir
 
-    from compute_optimal import pipeline_study
+    from compute_optimal.stages import common
+    from compute_optimal.stages import evaluate as evaluate_stage
 
-    run = tmp_path / "train/arith/weak_to_strong/gemma2_27b/wc-high-compute/seed0"
-    (run / "checkpoint").mkdir(parents=True)
-    (run / "checkpoint/config.json").write_text("{}")
+    trained = TrainRun.of(tmp_path, "arith", "weak_to_strong", "gemma2_27b", "wc", "high", "compute", 0)
+    run = trained.path
+    trained.model_dir.mkdir(parents=True)
+    (trained.model_dir / "config.json").write_text("{}")
     runs.atomic_write_json(run / runs.SIGNATURE, {"hparams": {"num_shots": 0}})
     summary = {"dataset": "arith", "regime": "weak_to_strong", "student": "gemma2_27b"}
-    runs.atomic_write_json(run / "train_summary.json", {**summary, "checkpoint": str(run / "checkpoint")})
+    runs.atomic_write_json(run / "train_summary.json", {**summary, "model_dir": str(trained.model_dir)})
     monkeypatch.setenv("COMPUTE_OPTIMAL_OUTPUTS", str(tmp_path))
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -146,8 +170,8 @@ def test_student_evaluation_takes_the_engine_settings_of_the_student(
             overrides=[
                 "task=evaluate",
                 "pair=gemma2",
-                "task.checkpoint.regime=weak_to_strong",
-                "task.checkpoint.source=wc",
+                "task.student.regime=weak_to_strong",
+                "task.student.sampler=wc",
                 "task.limit=2",
                 "logger=none",
                 "site=example_cluster",
@@ -158,14 +182,23 @@ def test_student_evaluation_takes_the_engine_settings_of_the_student(
     class Started(Exception):
         pass
 
-    def start_engine(model, settings):
-        started.update(model=model, settings=settings)
+    real_engine_for = evaluate_stage.engine_for
+
+    def engine_for(model, engine, seed):
+        started.update(model=model)
+        return real_engine_for(model, engine, seed)
+
+    def build_engine(checkpoint, backend, **settings):
+        started.update(checkpoint=checkpoint, settings=settings)
         raise Started
 
-    monkeypatch.setattr(pipeline_study, "start_engine", start_engine)
+    monkeypatch.setattr(evaluate_stage, "engine_for", engine_for)
+    monkeypatch.setattr(common, "build_engine", build_engine)
     with pytest.raises(Started):
-        pipeline_study.evaluate(cfg)
+        evaluate_stage.run(cfg)
     vllm = started["settings"]["vllm"]
     assert (vllm["tensor_parallel_size"], vllm["max_model_len"]) == (2, 4096)
     assert vllm["tensor_parallel_size"] == cfg.resources.gpus_per_node  # the job asks for what vLLM uses
-    assert started["model"]["path"] == str(run / "checkpoint") and started["model"]["source"] == "local"
+    model = started["model"]
+    assert model.path == str(run / "model") == started["checkpoint"] and model.origin == "local"
+    assert model.name == "gemma2_27b" and model.tensor_parallel_size == 2

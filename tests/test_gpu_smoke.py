@@ -19,6 +19,7 @@ import torch
 from compute_optimal import models
 from compute_optimal.engines import Completion, Engine, Generation
 from compute_optimal.resolvers import model_config
+from compute_optimal.specs import Model
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -61,7 +62,7 @@ def test_config_checkpoint_is_config_and_tokenizer_only() -> None:
     embedded tokenizer whose ids all fit, and no weights; the same config gives the same cached folder."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    cfg = model_config("gemma2_9b", CONF)
+    cfg = Model.from_config(model_config("gemma2_9b", CONF))
     folder = models.config_checkpoint(cfg)
     assert models.config_checkpoint(cfg) == folder and folder.parent == models.cache_dir() / "models"
     assert not [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".pt")]

@@ -11,7 +11,8 @@ import pytest
 from compute_optimal import judge, models
 from compute_optimal.analysis import AnalysisError
 from compute_optimal.engines import Completion, Engine, Generation, build_engine
-from compute_optimal.pipeline import load_model_config
+from compute_optimal.resolvers import model_config
+from compute_optimal.specs import Model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -122,7 +123,7 @@ def test_judge_solutions_parses_every_reply() -> None:
 
 def test_a_real_tiny_judge_is_never_counted_as_correct_by_default() -> None:
     """A random-weight model writes no parseable verdict: every such verdict is unknown, none correct."""
-    tiny = load_model_config(CONF, "tiny_random")
+    tiny = Model.from_config(model_config("tiny_random", CONF))
     todo = items(3)
     with build_engine(models.resolve_checkpoint(tiny), "hf") as engine:
         verdicts = judge.judge_solutions(engine, todo, judge.JudgeSettings(max_new_tokens=12))

@@ -84,8 +84,15 @@ def test_overrides_change_the_plan(capsys) -> None:
     plan = dry_run(capsys, PAPER, "pair=tiny")
     assert hub(plan, "model") == PAPER_MODELS  # all three are named by model= in the stages
     assert plan["model", "tiny_random_student"].startswith("nothing to fetch (random")
-    plan = dry_run(capsys, EMBEDDED, "model=gemma2_9b")
-    assert hub(plan, "model") == {"gemma2_9b": "google/gemma-2-9b"}
+    plan = dry_run(capsys, EMBEDDED, "pair=gemma2")  # a pair every entry config takes (sampling too)
+    assert hub(plan, "model") == PAPER_MODELS  # the pair's WC, SE and distillation student
+    assert plan["model", "smollm2_135m"] == "nothing to fetch (embedded)"  # still sampled
+    # An override that a stage's entry config does not have fails that stage, as the recipe itself would
+    # (run_train.py composes no `model`): said in one line, nothing planned.
+    assert prefetch.main([EMBEDDED, "model=gemma2_9b", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: stage train") and "Could not override 'model'" in err, err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize(

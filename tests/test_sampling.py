@@ -12,19 +12,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from compute_optimal import models, runs
 from compute_optimal.budget import Budget
 from compute_optimal.data import Problem
-from compute_optimal.engines import build_engine
-from compute_optimal.sampling import plan_sampling, problem_seed, run_sampling
+from compute_optimal.engines import Engine, LazyEngine, build_engine
+from compute_optimal.resolvers import model_config
+from compute_optimal.runs import SampleRun
+from compute_optimal.sampling import (
+    SamplingConfig,
+    SamplingError,
+    SamplingPlan,
+    plan_sampling,
+    problem_seed,
+    run_sampling,
+)
+from compute_optimal.specs import Dataset, Model, Prompt
 from tests.conftest import run_entry_point
 
 # The tiny random-weight model of conf/model/tiny_random.yaml (built once, cached).
-TINY = OmegaConf.to_container(
-    OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/model/tiny_random.yaml")
-)
+TINY = Model.from_config(model_config("tiny_random"))
 PROBLEMS = [
     Problem(
         f"p{i}",
@@ -35,24 +42,22 @@ PROBLEMS = [
     )
     for i in range(5)
 ]
-DATASET = {
-    "name": "toy",
-    "answer_format": "arith",
-    "split": "train",
-    "limit": None,
-    "prompt": {"template": "arith", "num_shots": 2},
-}
+DATASET = Dataset(name="toy", answer_format="arith", prompt=Prompt("arith", 2), split="train", limit=None)
 
 
-def make_plan(run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_tokens: int = 12, **shards: int):
+def make_plan(
+    run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_tokens: int = 12, **shards: int
+) -> SamplingPlan:
     budget = Budget("low", "number", "tiny_random", samples, 6.6e6)
     return plan_sampling(
-        run_dir=run_dir,
+        run=SampleRun(run_dir),
         model=TINY,
         budget=budget,
         dataset=DATASET,
         problems=PROBLEMS,
-        sampling={"temperature": 1.0, "max_new_tokens": max_new_tokens, "chunk_size": chunk_size, **shards},
+        sampling=SamplingConfig(
+            temperature=1.0, max_new_tokens=max_new_tokens, chunk_size=chunk_size, **shards
+        ),
         seed=0,
         engine_backend="hf",
     )
@@ -63,13 +68,31 @@ def tiny_checkpoint() -> str:
     return models.resolve_checkpoint(TINY)
 
 
-def hf_engine(checkpoint: str):
-    return lambda: build_engine(checkpoint, "hf")
+def hf_engine(checkpoint: str) -> LazyEngine:
+    """The transformers engine on ``checkpoint``, started on first use; the caller closes it."""
+    return LazyEngine(lambda: build_engine(checkpoint, "hf"))
+
+
+def no_engine() -> LazyEngine:
+    def start() -> Engine:
+        raise AssertionError("a finished run must not start an engine")
+
+    return LazyEngine(start)
+
+
+def sample(plan: SamplingPlan, checkpoint: str) -> dict:
+    """Run a plan on its own engine, closed afterwards (what the sampling stage does)."""
+    with hf_engine(checkpoint) as engine:
+        return run_sampling(plan, engine, progress=False)
 
 
 def test_table_and_summary(tmp_path: Path, tiny_checkpoint: str) -> None:
     plan = make_plan(tmp_path / "run")
-    summary = run_sampling(plan, hf_engine(tiny_checkpoint), progress=False)
+    with hf_engine(tiny_checkpoint) as engine:
+        summary = run_sampling(plan, engine, progress=False)
+        assert engine.started, "a run with chunks to sample starts its engine"
+        assert engine.get().name == "hf" == summary["engine"]  # ... and leaves it running for its owner
+    assert not engine.started  # the owner closed it
     frame = pd.read_parquet(summary["samples_path"])
     assert list(frame.columns[:2]) == ["problem_id", "sample_index"]
     assert len(frame) == 5 * 3 and frame.groupby("problem_id").size().eq(3).all()
@@ -101,24 +124,24 @@ def test_table_and_summary(tmp_path: Path, tiny_checkpoint: str) -> None:
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     assert frame["prompt_tokens"].iloc[0] == len(tok(plan.template.render(PROBLEMS[0].question)).input_ids)
-    assert runs.is_finished(plan.run_dir)
-    assert json.loads((plan.run_dir / "summary.json").read_text()) == summary
+    assert plan.run.is_finished() and runs.is_finished(plan.run.path)
+    assert plan.run.summary_path == plan.run.path / "summary.json"
+    assert json.loads(plan.run.summary_path.read_text()) == summary
+    assert summary["samples_path"] == str(plan.run.path / "samples.parquet")
 
 
 def test_finished_run_is_skipped(tmp_path: Path, tiny_checkpoint: str) -> None:
     plan = make_plan(tmp_path / "run", chunk_size=5)
-    first = run_sampling(plan, hf_engine(tiny_checkpoint), progress=False)
-
-    def no_engine():
-        raise AssertionError("a finished run must not start an engine")
-
-    assert run_sampling(plan, no_engine, progress=False) == first
+    first = sample(plan, tiny_checkpoint)
+    with no_engine() as engine:
+        assert run_sampling(plan, engine, progress=False) == first
+        assert not engine.started
 
 
 def test_samples_do_not_depend_on_chunking(tmp_path: Path, tiny_checkpoint: str) -> None:
     """Per-problem seeds: a resumed run (other chunk boundaries in time) reproduces the same samples."""
-    a = run_sampling(make_plan(tmp_path / "a", chunk_size=1), hf_engine(tiny_checkpoint), progress=False)
-    b = run_sampling(make_plan(tmp_path / "b", chunk_size=5), hf_engine(tiny_checkpoint), progress=False)
+    a = sample(make_plan(tmp_path / "a", chunk_size=1), tiny_checkpoint)
+    b = sample(make_plan(tmp_path / "b", chunk_size=5), tiny_checkpoint)
     cols = ["problem_id", "sample_index", "completion", "generated_tokens"]
     pd.testing.assert_frame_equal(
         pd.read_parquet(a["samples_path"])[cols], pd.read_parquet(b["samples_path"])[cols]
@@ -130,20 +153,17 @@ def test_samples_do_not_depend_on_chunking(tmp_path: Path, tiny_checkpoint: str)
 
 def test_shards_merge_into_the_single_job_table(tmp_path: Path, tiny_checkpoint: str) -> None:
     """Three shards (5 problems in 3 chunks: 2+2+1) fill one run; the last merges it, as one job would."""
-    single = run_sampling(make_plan(tmp_path / "single"), hf_engine(tiny_checkpoint), progress=False)
+    single = sample(make_plan(tmp_path / "single"), tiny_checkpoint)
     run_dir = tmp_path / "sharded"
     done = []
     for shard in (2, 0):
-        part = run_sampling(
-            make_plan(run_dir, num_shards=3, shard=shard), hf_engine(tiny_checkpoint), progress=False
-        )
-        assert part["finished"] is False and not runs.is_finished(run_dir)
+        part = sample(make_plan(run_dir, num_shards=3, shard=shard), tiny_checkpoint)
+        assert part["finished"] is False and not SampleRun(run_dir).is_finished()
+        assert part["run_dir"] == str(run_dir)
         done.append(part["missing_chunks"])
     assert done == [2, 1]  # shard s does chunks s, s+3, ...: one chunk each here
-    merged = run_sampling(
-        make_plan(run_dir, num_shards=3, shard=1), hf_engine(tiny_checkpoint), progress=False
-    )
-    assert runs.is_finished(run_dir)
+    merged = sample(make_plan(run_dir, num_shards=3, shard=1), tiny_checkpoint)
+    assert SampleRun(run_dir).is_finished()
     pd.testing.assert_frame_equal(
         pd.read_parquet(merged["samples_path"]), pd.read_parquet(single["samples_path"])
     )
@@ -154,13 +174,18 @@ def test_shards_merge_into_the_single_job_table(tmp_path: Path, tiny_checkpoint:
     assert sum(r["new_samples"] for r in merged["shards"]) == merged["new_samples"] == 5 * 3
     assert sum(r["new_tokens"] for r in merged["shards"]) == merged["generated_tokens"]
     # A shard relaunched after the merge (a requeued array task) finds the run finished.
-    again = run_sampling(make_plan(run_dir, num_shards=3, shard=0), lambda: None, progress=False)
+    with no_engine() as engine:
+        again = run_sampling(make_plan(run_dir, num_shards=3, shard=0), engine, progress=False)
     assert again == merged
 
 
 def test_bad_shard_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"sampling\.shard"):
-        make_plan(tmp_path / "run", num_shards=2, shard=2)
+    for bad in (dict(num_shards=2, shard=2), dict(num_shards=2, shard=-1), dict(num_shards=0, shard=0)):
+        with pytest.raises(SamplingError, match=r"sampling\.shard"):
+            make_plan(tmp_path / "run", **bad)
+    with pytest.raises(SamplingError, match=r"sampling\.chunk_size"):
+        make_plan(tmp_path / "run", chunk_size=0)
+    assert not (tmp_path / "run").exists()
 
 
 def test_problem_seed_is_stable_and_spread() -> None:
@@ -173,18 +198,16 @@ def test_problem_seed_is_stable_and_spread() -> None:
 def test_resume_after_a_crash_in_the_middle(tmp_path: Path, tiny_checkpoint: str) -> None:
     """An engine that dies after two chunks: the relaunch redoes only the rest, every sample once."""
     plan = make_plan(tmp_path / "run", chunk_size=1)
-    calls = []
+    calls, closed = [], []
 
-    class Dying:
+    class Dying(Engine):
         name = "hf"
 
         def __init__(self):
             self.inner = build_engine(tiny_checkpoint, "hf")
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
+        def close(self):
+            closed.append(1)
             self.inner.close()
 
         def generate(self, requests, settings):
@@ -193,17 +216,17 @@ def test_resume_after_a_crash_in_the_middle(tmp_path: Path, tiny_checkpoint: str
             calls.append(requests[0].prompt)
             return self.inner.generate(requests, settings)
 
-    with pytest.raises(KeyboardInterrupt):
-        run_sampling(plan, Dying, progress=False)
-    assert not runs.is_finished(plan.run_dir)
-    assert len(list((plan.run_dir / "chunks").glob("chunk-*.parquet"))) == 2
+    with pytest.raises(KeyboardInterrupt), LazyEngine(Dying) as engine:
+        run_sampling(plan, engine, progress=False)
+    assert closed == [1], "the engine's owner closes it when the run dies"
+    assert not plan.run.is_finished()
+    assert len(list((plan.run.path / "chunks").glob("chunk-*.parquet"))) == 2
+    assert plan.run.chunk_path(1).is_file() and not plan.run.chunk_path(2).exists()
     # A leftover temporary file from a write that was cut short is never read.
-    (plan.run_dir / "chunks" / ".chunk-00002.parquet.x.tmp").write_bytes(b"garbage")
-    summary = run_sampling(plan, hf_engine(tiny_checkpoint), progress=False)
+    (plan.run.path / "chunks" / ".chunk-00002.parquet.x.tmp").write_bytes(b"garbage")
+    summary = sample(plan, tiny_checkpoint)
     assert summary["new_samples"] == 3 * 3
-    reference = run_sampling(
-        make_plan(tmp_path / "ref", chunk_size=1), hf_engine(tiny_checkpoint), progress=False
-    )
+    reference = sample(make_plan(tmp_path / "ref", chunk_size=1), tiny_checkpoint)
     pd.testing.assert_frame_equal(
         pd.read_parquet(summary["samples_path"]), pd.read_parquet(reference["samples_path"])
     )
@@ -211,10 +234,10 @@ def test_resume_after_a_crash_in_the_middle(tmp_path: Path, tiny_checkpoint: str
 
 def test_resuming_with_another_config_is_refused(tmp_path: Path, tiny_checkpoint: str) -> None:
     run_dir = tmp_path / "run"
-    runs.claim_run_dir(run_dir, make_plan(run_dir).signature)
+    SampleRun(run_dir).claim(make_plan(run_dir).signature)
     other = make_plan(run_dir, max_new_tokens=20)
-    with pytest.raises(runs.RunError, match=r"max_new_tokens: 12 -> 20"):
-        run_sampling(other, hf_engine(tiny_checkpoint), progress=False)
+    with pytest.raises(runs.RunError, match=r"max_new_tokens: 12 -> 20"), no_engine() as engine:
+        run_sampling(other, engine, progress=False)
 
 
 # --- through the real entry point -------------------------------------------------------------
@@ -241,6 +264,8 @@ def test_multirun_compute_matched(repo_root: Path, tmp_path: Path) -> None:
         ("tiny_random_x2", "low"): 1,
         ("tiny_random_x2", "high"): 10,
     }
+    # The budgets count in samples of the SE model of the models' pair (conf/pair/tiny.yaml), found by model.
+    assert {s["reference_model"] for s in summaries.values()} == {"tiny_random_x2"}
     for budget in ("low", "high"):
         wc, se = summaries["tiny_random", budget], summaries["tiny_random_x2", budget]
         assert wc["budget_flops_per_problem"] == se["budget_flops_per_problem"]
@@ -323,8 +348,7 @@ def test_budget_below_one_sample(repo_root: Path, tmp_path: Path) -> None:
         repo_root,
         tmp_path,
         "model=gemma2_27b",
-        "model.reference.name=gemma2_9b",
-        "model.reference.params=9e9",
+        "budget.reference_model=gemma2_9b",  # derived (the pair's SE model) unless set; its params follow
         "budget=low",
         check=False,
     )

@@ -389,12 +389,12 @@ stages:
   - name: train
     script: run_train.py
     multirun: true
-    overrides: [regime=self_improvement, data.source=wc, train.max_steps=2, train.batch_size=2,
+    overrides: [regime=self_improvement, data.sampler=wc, train.max_steps=2, train.batch_size=2,
                 train.max_length=160, progress=false]
   - name: evaluate
     script: run_eval.py
     multirun: true
-    overrides: [task=evaluate, task.checkpoint.regime=self_improvement, task.checkpoint.source=wc, engine=hf,
+    overrides: [task=evaluate, task.student.regime=self_improvement, task.student.sampler=wc, engine=hf,
                 task.limit=2, task.num_samples=0, task.max_new_tokens=32, progress=false]
 """
 
@@ -412,7 +412,7 @@ def test_recipe_stages_run_as_dependent_slurm_jobs(slurm_cluster, outputs: Path,
     evaluated = json.loads((eval_dir / "summary.json").read_text())
     assert sampled["correct_samples"] > 0 and sampled["num_samples"] == 3 * sampled["samples_per_problem"]
     assert trained["steps"] == 2 and trained["samples_run"] == str(sample_dir)
-    assert (train_dir / "checkpoint/model.safetensors").is_file()
+    assert (train_dir / "model/model.safetensors").is_file()
     assert evaluated["num_problems"] == 2 and evaluated["model"] == "smollm2_135m"
 
     # Each stage was one SLURM job, submitted only once the job before it had returned its result.
@@ -453,7 +453,7 @@ def test_every_trainer_config_trains_as_the_slurm_job_it_asks_for(slurm_cluster,
         "-m",
         "pair=tiny",
         "regime=knowledge_distillation",
-        "data.source=wc",
+        "data.sampler=wc",
         f"trainer={','.join(TRAINERS)}",
         "paths.outputs=${oc.env:COMPUTE_OPTIMAL_OUTPUTS}/${hydra:runtime.choices.trainer}",
         f"hydra.sweep.dir={outputs}/hydra/multirun/trainers",
@@ -479,7 +479,7 @@ def test_every_trainer_config_trains_as_the_slurm_job_it_asks_for(slurm_cluster,
         )
         summary = json.loads((run_dir / "train_summary.json").read_text())
         processes = 1 if trainer in ("cpu", "gpu") else 2
-        assert summary["steps"] == 2 and (run_dir / "checkpoint/model.safetensors").is_file()
+        assert summary["steps"] == 2 and (run_dir / "model/model.safetensors").is_file()
         assert (summary["trainer"]["world_size"], summary["trainer"]["devices"]) == (processes, processes)
         if trainer.startswith("deepspeed"):
             assert summary["trainer"]["strategy_options"]["stage"] == (2 if trainer.endswith("2") else 3)

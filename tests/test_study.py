@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
-from compute_optimal.recipes import RecipeError, load_recipe, merge_overrides
+from compute_optimal.recipes import (
+    RecipeError,
+    Stage,
+    compose_job,
+    expand_jobs,
+    load_recipe,
+    merge_overrides,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,37 +38,53 @@ def test_recipes_parse_and_merge_overrides(tmp_path: Path) -> None:
         load_recipe(bad)
 
 
+# Jobs per stage: the product of each stage's comma lists (sweeps/*.yaml).
+JOBS = {"embedded": [4, 2, 1, 4, 2, 4, 1], "paper": [8, 2, 24, 6, 24, 1]}
+
+
 @pytest.mark.parametrize("recipe", ["embedded", "paper"])
 def test_every_job_of_a_recipe_composes(recipe: str) -> None:
     """Every job every stage of a recipe would launch (comma lists expanded as Hydra's sweeper does)
     composes and resolves its run folder and SLURM request: a recipe must not fail on first contact
     with an override its entry config does not have."""
-    import itertools
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
-    import compute_optimal.resolvers  # noqa: F401  (the co.* resolvers)
-    from compute_optimal.prefetch import ENTRY_CONFIGS
-
     _, stages, common = load_recipe(REPO / f"sweeps/{recipe}.yaml")
-    parser = OverridesParser.create()
-    jobs = 0
+    counts = []
     for stage in stages:
-        choices = []
-        for override in parser.parse_overrides([*merge_overrides(common, ()), *stage.overrides]):
-            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
-            key = override.get_key_element()
-            choices.append([f"{key}={v}" for v in values] if values else [override.input_line])
-        config = ENTRY_CONFIGS[stage.script]
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            for job in itertools.product(*choices):
-                cfg = compose(config_name=config, overrides=list(job))
-                OmegaConf.to_container(cfg.resources, resolve=True)
-                assert "run_dir" not in cfg or str(cfg.run_dir)
-                jobs += 1
-    assert jobs >= len(stages)
+        jobs = expand_jobs(stage, merge_overrides(common, ()))
+        for job in jobs:
+            cfg = compose_job(stage.script, job)
+            OmegaConf.to_container(cfg.resources, resolve=True)
+            assert "run_dir" not in cfg or str(cfg.run_dir)
+        counts.append(len(jobs))
+    assert counts == JOBS[recipe]
+
+
+def test_jobs_are_expanded_as_hydras_basic_sweeper_does() -> None:
+    """expand_jobs gives each stage's jobs as Hydra's basic sweeper would (its own split_arguments, for
+    reference); an experiment's sweep (hydra.sweeper.params) comes first and the command line replaces
+    a swept key; Hydra's own overrides go to every job, unswept."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for recipe in ("embedded", "paper"):
+        _, stages, common = load_recipe(REPO / f"sweeps/{recipe}.yaml")
+        extra = merge_overrides(common, ("seed=1",))
+        for stage in stages:
+            jobs = expand_jobs(stage, extra)
+            if stage.multirun:
+                arguments = parser.parse_overrides([*stage.overrides, *extra])
+                assert jobs == BasicSweeper.split_arguments(arguments, None)[0], stage.name
+            else:
+                assert jobs == [[*stage.overrides, *extra]], stage.name
+    sweep = ("experiment=paper", "model=gemma2_9b", "sampling.shard=range(2)", "sampling.num_shards=2")
+    jobs = expand_jobs(Stage("shards", "run_sample.py", sweep, True), ("hydra/launcher=basic",))
+    assert len(jobs) == 2 * 2 * 2  # datasets x budgets (the experiment's) x shards; one model
+    first = "hydra/launcher=basic model=gemma2_9b dataset=math budget=low experiment=paper sampling.shard=0"
+    assert jobs[0] == [*first.split(), "sampling.num_shards=2"]
+    cfg = compose_job("run_sample.py", jobs[-1])
+    composed = (cfg.model.name, cfg.dataset.name, cfg.budget.name, cfg.sampling.shard)
+    assert composed == ("gemma2_9b", "gsm8k", "high", 1)
 
 
 @pytest.mark.slow
@@ -108,7 +132,7 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
     for path in trains:
         t = json.loads(path.read_text())
         assert t["steps"] == 2 and t["num_examples"] > 0
-        assert (Path(t["checkpoint"]) / "model.safetensors").is_file()
+        assert (Path(t["model_dir"]) / "model.safetensors").is_file()
     # Evaluation: 2 base models + 4 students, each with greedy and sampled runs on 6 test problems.
     evals = list(out.glob("eval/arith/**/eval_summary.json"))
     assert len(evals) == 6

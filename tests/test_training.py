@@ -20,8 +20,10 @@ from compute_optimal import models
 from compute_optimal.data.arith import generate_split
 from compute_optimal.prompts import get_template
 from compute_optimal.resolvers import model_config
+from compute_optimal.runs import SampleRun, TrainRun
+from compute_optimal.specs import Dataset, Model, TrainSettings
 from compute_optimal.training.module import lr_lambda
-from compute_optimal.training.regimes import Regime, RegimeError, Sampler
+from compute_optimal.training.regimes import Regime, RegimeError, pair_student
 from compute_optimal.training.sft_data import (
     IGNORE_INDEX,
     LengthBucketBatches,
@@ -33,13 +35,20 @@ from compute_optimal.training.sft_data import (
 from tests.conftest import run_entry_point
 
 from .fake_runs import write_sampling_run
-from .test_sampling import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 PROBLEMS = generate_split("train", num_train=200, num_test=100, seed=1234)[
     :24
 ]  # conf/dataset/arith.yaml's data
+
+
+def model(name: str) -> Model:
+    """The typed model of ``conf/model/<name>.yaml``."""
+    return Model.from_config(model_config(name))
+
+
+TINY = model("tiny_random")
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +134,14 @@ def test_lr_schedule() -> None:
 
 # --- regimes ----------------------------------------------------------------------------------
 
-WC, SE, THIRD = Sampler("gemma2_9b", 9e9), Sampler("gemma2_27b", 27e9), Sampler("gemma_7b", 7e9)
+WC, SE, THIRD = Model("gemma2_9b", 9e9), Model("gemma2_27b", 27e9), Model("gemma_7b", 7e9)
 
 
 def test_regimes_that_fit() -> None:
     assert Regime("knowledge_distillation", THIRD, WC, SE).relation("wc") == "WC data"
     assert Regime("self_improvement", WC, WC, SE).relation("wc") == "own data"
     assert Regime("weak_to_strong", SE, WC, SE).relation("se") == "own data"
-    assert Regime("weak_to_strong", SE, WC, SE).sampler_for("wc") == WC
+    assert Regime("weak_to_strong", SE, WC, SE).sampler_model("wc") == WC
 
 
 @pytest.mark.parametrize(
@@ -141,8 +150,8 @@ def test_regimes_that_fit() -> None:
         ("knowledge_distillation", WC, WC, SE, "student other than the samplers"),
         ("self_improvement", SE, WC, SE, "student must be gemma2_9b"),
         ("weak_to_strong", WC, WC, SE, "student must be gemma2_27b"),
-        ("weak_to_strong", Sampler("gemma2_27b", 2e9), WC, Sampler("gemma2_27b", 2e9), "must be cheaper"),
-        ("weak_to_strong", Sampler("big", 27e9), WC, Sampler("big", 27e9), None),
+        ("weak_to_strong", Model("gemma2_27b", 2e9), WC, Model("gemma2_27b", 2e9), "must be cheaper"),
+        ("weak_to_strong", Model("big", 27e9), WC, Model("big", 27e9), None),
         ("distill", THIRD, WC, SE, "unknown regime"),
     ],
 )
@@ -156,7 +165,7 @@ def test_regime_misfits(regime, student, wc, se, message) -> None:
 
 def test_weak_to_strong_student_must_outgrow_the_data_sampler() -> None:
     with pytest.raises(RegimeError, match="stronger than the data's sampler"):
-        Regime("weak_to_strong", Sampler("se", 0.4e9), Sampler("wc", 0.5e9), Sampler("se", 1e9))
+        Regime("weak_to_strong", Model("se", 0.4e9), Model("wc", 0.5e9), Model("se", 1e9))
 
 
 def compose_train(*overrides: str):
@@ -174,7 +183,9 @@ def test_every_trainer_and_regime_config_composes(trainer: str, regime: str) -> 
         "self_improvement": "gemma2_9b",
         "weak_to_strong": "gemma2_27b",
     }
-    assert resolved["regime"]["student"] == student[regime]
+    # The student is derived from the pair (training.regimes), never written in a regime config.
+    assert "student" not in resolved["regime"]
+    assert pair_student(regime, resolved["pair"]) == student[regime]
     assert resolved["run_dir"].endswith(f"/train/arith/{regime}/{student[regime]}/wc-high-compute/seed0")
     assert resolved["trainer"]["strategy"] in ("auto", "ddp", "deepspeed")
     # GPU configs pick the accelerator themselves (CPU fallback without CUDA, see effective_trainer).
@@ -208,7 +219,7 @@ def test_loss_falls_on_a_fixed_batch_and_the_export_reloads(
     import pytorch_lightning as pl
 
     from compute_optimal.training.module import SFTDataModule, SFTModule
-    from compute_optimal.training.stage import export_checkpoint
+    from compute_optimal.training.stage import export_model
 
     template = get_template("arith", 0)
     examples = [SFTExample(p.id, template.render(p.question), " " + p.solution) for p in PROBLEMS[:4]]
@@ -234,10 +245,10 @@ def test_loss_falls_on_a_fixed_batch_and_the_export_reloads(
     trainer.fit(module, datamodule=data)
     assert losses[0] > 9.0
     assert losses[-1] < 0.5, losses[-5:]
-    export_checkpoint(module, tokenizer, tmp_path / "checkpoint")
+    export_model(module, tokenizer, tmp_path / "model")
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint").eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
     module.model.eval()
     ids = tokenizer(examples[0].prompt, return_tensors="pt").input_ids
     kwargs = dict(do_sample=False, max_new_tokens=30, pad_token_id=tokenizer.eos_token_id)
@@ -256,7 +267,7 @@ def test_training_stage_through_the_entry_point(tiny_data: Path) -> None:
     args = (
         "pair=tiny",
         "regime=self_improvement",
-        "data.source=se",
+        "data.sampler=se",
         "logger=none",
         "progress=false",
         "train.max_steps=6",
@@ -268,13 +279,15 @@ def test_training_stage_through_the_entry_point(tiny_data: Path) -> None:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert "self_improvement: tiny_random on SE data" in proc.stdout
     assert summary["steps"] == 6 and [s for s, _ in summary["loss_curve"]] == [1, 2, 3, 4, 5, 6]
-    assert summary["data_relation"] == "SE data" and summary["sampler"] == "tiny_random_x2"
+    assert summary["data_relation"] == "SE data" and summary["sampler"] == "se"
+    assert summary["sampler_model"] == "tiny_random_x2"
     assert summary["num_examples"] == summary["num_problems"] <= 24  # max_per_problem=1
     assert 0 < summary["real_token_share"] <= 1
     assert summary["trained_tokens"] > 0 and summary["training_length"].startswith("6 optimizer steps")
-    ckpt = Path(summary["checkpoint"])
+    ckpt = Path(summary["model_dir"])
+    assert ckpt == run_dir / "model"
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in ckpt.iterdir()}
-    assert not (run_dir / "lightning").exists(), "the resume state is removed once the run is finished"
+    assert not (run_dir / "resume").exists(), "the resume state is removed once the run is finished"
     again = run_cli(tiny_data, *args)  # the finished run is skipped
     assert "Trainer.fit" not in again.stderr
 
@@ -284,7 +297,7 @@ def test_kill_during_training_and_resume(tiny_data: Path) -> None:
     args = [
         "pair=tiny",
         "regime=weak_to_strong",
-        "data.source=wc",
+        "data.sampler=wc",
         "logger=none",
         "progress=false",
         "train.max_steps=30",
@@ -300,7 +313,7 @@ def test_kill_during_training_and_resume(tiny_data: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     run_dir = tiny_data / "train/arith/weak_to_strong/tiny_random_x2/wc-high-compute/seed0"
-    state = run_dir / "lightning"  # the resume state: step-<N>.ckpt and a pointer to the newest whole one
+    state = run_dir / "resume"  # the resume state: step-<N>.ckpt and a pointer to the newest whole one
     deadline = time.time() + 300
     while time.time() < deadline and _resume_step(state) < 4:
         time.sleep(0.3)
@@ -322,9 +335,9 @@ def test_kill_during_training_and_resume(tiny_data: Path) -> None:
 
 
 def _resume_step(state: Path) -> int:
-    from compute_optimal.training.callbacks import resume_checkpoint
+    from compute_optimal.training.callbacks import latest_resume_state
 
-    path = resume_checkpoint(state)
+    path = latest_resume_state(state)
     return _step(path) if path else 0
 
 
@@ -350,7 +363,7 @@ def test_deepspeed_zero_on_cpu(tiny_data: Path, trainer: str, devices: int) -> N
         tiny_data,
         "pair=tiny",
         "regime=knowledge_distillation",
-        "data.source=wc",
+        "data.sampler=wc",
         "logger=none",
         "progress=false",
         "train.max_steps=3",
@@ -370,13 +383,11 @@ def test_deepspeed_zero_on_cpu(tiny_data: Path, trainer: str, devices: int) -> N
     assert "no CUDA device" in settings["fallback"] and "bf16-mixed -> 32-true" in settings["fallback"]
     offload = trainer.endswith("offload")
     assert summary["model"]["optimizer"] == ("DeepSpeedCPUAdam" if offload else "AdamW")
-    base_dir = models.resolve_checkpoint(
-        OmegaConf.to_container(OmegaConf.load(CONF / "model/tiny_random_student.yaml"))
-    )
-    assert _tensor_names(summary["checkpoint"]) == _tensor_names(base_dir)
+    base_dir = models.resolve_checkpoint(model("tiny_random_student"))
+    assert _tensor_names(summary["model_dir"]) == _tensor_names(base_dir)
     from transformers import AutoModelForCausalLM
 
-    student = AutoModelForCausalLM.from_pretrained(summary["checkpoint"])
+    student = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     changed = [
         n
@@ -408,14 +419,14 @@ def test_zero3_student_loads_and_samples_in_vllm(tiny_data: Path) -> None:
         tiny_data,
         "pair=tiny",
         "regime=weak_to_strong",
-        "data.source=wc",
+        "data.sampler=wc",
         "logger=none",
         "progress=false",
         "train.max_steps=2",
         "trainer=deepspeed_zero3",
         "trainer.devices=2",
     )
-    checkpoint = tiny_data / "train/arith/weak_to_strong/tiny_random_x2/wc-high-compute/seed0/checkpoint"
+    checkpoint = tiny_data / "train/arith/weak_to_strong/tiny_random_x2/wc-high-compute/seed0/model"
     options = {"enforce_eager": True, "kv_cache_memory_bytes": 256 << 20, "max_model_len": 1024}
     with build_engine(
         str(checkpoint), "vllm_cpu", vllm_cpu={**options, "enable_chunked_prefill": False}
@@ -460,8 +471,10 @@ def test_plain_optimizers_update_fp32_master_weights(tiny_data: Path) -> None:
     from compute_optimal.training.stage import TrainingError, build_module, weights_dtype
 
     cfg = compose_train("experiment=paper_train", "trainer=gpu", "pair=tiny")
-    hparams = {**OmegaConf.to_container(cfg.train, resolve=True), "warmup_steps": 0, "max_steps": 3}
-    assert (hparams["lr"], hparams["dtype"]) == (1.0e-6, "bfloat16")
+    hparams = TrainSettings.from_config(
+        {**OmegaConf.to_container(cfg.train, resolve=True), "warmup_steps": 0, "max_steps": 3}
+    )
+    assert (hparams.lr, hparams.dtype) == (1.0e-6, "bfloat16")
     plan = _plan(tiny_data, "tiny_random_student", trainer="gpu", hparams=hparams)
     checkpoint = models.resolve_checkpoint(plan.student)
     module = build_module(plan, checkpoint)
@@ -497,14 +510,14 @@ def test_a_cast_export_keeps_tied_weights_tied(tiny_data: Path, tmp_path: Path) 
     """fp32 master weights exported in bf16 (train.dtype): Gemma2's tied embedding and LM head must stay
     one tensor, saved once under the base checkpoint's names; a second copy (lm_head.weight) is what
     vLLM's Gemma2, which has no lm_head module, refuses."""
-    from compute_optimal.training.stage import build_module, export_checkpoint
+    from compute_optimal.training.stage import build_module, export_model
 
     plan = _plan(tiny_data, "tiny_random_gemma2", trainer="gpu")
     checkpoint = models.resolve_checkpoint(plan.student)
     module = build_module(plan, checkpoint)
     module.configure_model()
     assert module.hparams.dtype == "float32"
-    export_checkpoint(module, _tok(checkpoint), tmp_path / "export", dtype="bfloat16")
+    export_model(module, _tok(checkpoint), tmp_path / "export", dtype="bfloat16")
     assert _tensor_names(tmp_path / "export") == _tensor_names(checkpoint)
     assert "lm_head.weight" not in _tensor_names(tmp_path / "export")
 
@@ -515,27 +528,19 @@ def _tok(checkpoint: str):
     return AutoTokenizer.from_pretrained(checkpoint)
 
 
-def _plan(outputs: Path, student: str, *, trainer: str, hparams: dict | None = None):
+def _plan(outputs: Path, student: str, *, trainer: str, hparams: TrainSettings | None = None):
     """The training plan of a distillation run of ``student`` on the tiny pair's WC data."""
     from compute_optimal.training.stage import effective_trainer, plan_training
 
     cfg = compose_train("pair=tiny", "regime=knowledge_distillation", f"trainer={trainer}")
-    student_cfg = OmegaConf.to_container(model_config(student))
-    regime = Regime(
-        "knowledge_distillation",
-        Sampler(student, 6.6e6),
-        Sampler("tiny_random", 6.6e6),
-        Sampler("tiny_random_x2", 13.2e6),
-    )
+    regime = Regime("knowledge_distillation", model(student), model("tiny_random"), model("tiny_random_x2"))
     return plan_training(
-        run_dir=outputs / "train-run",
+        run=TrainRun(outputs / "train-run"),
         regime=regime,
-        source="wc",
-        student=student_cfg,
-        samples_dir=outputs / "sample/arith/tiny_random/high-compute/seed0",
-        sample_command="(test)",
-        dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
-        hparams=hparams or OmegaConf.to_container(cfg.train, resolve=True),
+        sampler="wc",
+        samples=SampleRun.of(outputs, "arith", "tiny_random", "high", "compute", 0),
+        dataset=Dataset.from_config(cfg.dataset),
+        hparams=hparams or TrainSettings.from_config(cfg.train),
         trainer=effective_trainer(OmegaConf.to_container(cfg.trainer, resolve=True), cuda_devices=0),
         seed=0,
     )
@@ -550,7 +555,7 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tiny_data:
     args = [
         "pair=tiny",
         "regime=self_improvement",
-        "data.source=wc",
+        "data.sampler=wc",
         "logger=none",
         "progress=false",
         "train.max_steps=8",
@@ -618,7 +623,7 @@ def test_truncated_prompts_keep_their_bos_token(tiny_checkpoint: str) -> None:
 
 def test_missing_sampling_run_names_it_and_the_command(tmp_path: Path) -> None:
     proc = run_cli(
-        tmp_path, "pair=tiny", "regime=self_improvement", "data.source=se", "budget=low", check=False
+        tmp_path, "pair=tiny", "regime=self_improvement", "data.sampler=se", "budget=low", check=False
     )
     assert proc.returncode == 2
     assert "tiny_random_x2's sampling run" in proc.stderr and "missing" in proc.stderr
@@ -677,5 +682,14 @@ def test_training_job_with_gpus_but_no_cuda_stops_before_any_work(tiny_data: Pat
 
 
 def test_misfit_student_is_refused(tmp_path: Path) -> None:
-    proc = run_cli(tmp_path, "pair=tiny", "regime=weak_to_strong", "regime.student=tiny_random", check=False)
-    assert proc.returncode == 2 and "student must be tiny_random_x2" in proc.stderr
+    """The student is the pair's model of the regime's role (training.regimes): a distillation student
+    that is one of the pair's samplers is refused, with the reason and no traceback."""
+    proc = run_cli(
+        tmp_path,
+        "pair=tiny",
+        "regime=knowledge_distillation",
+        "pair.distill_student=tiny_random",
+        check=False,
+    )
+    assert proc.returncode == 2 and "student other than the samplers" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "train").exists()

@@ -7,34 +7,41 @@ Run it on a login node (it needs the Hub; Gemma is gated: accept its license on 
 the cache only (``export HF_HUB_OFFLINE=1`` in the site config's ``setup``), instead of 16 training
 ranks plus vLLM asking the Hub at once.
 
-What a recipe touches is read from its stages' overrides (a comma list is several values; the recipe's
-``common`` overrides and the extra ones on this command line merged as ``compute_optimal.recipes`` does),
-falling back on the entry config's defaults (``conf/{sample,train,eval}.yaml``) and on what an
-``experiment=`` sets: the ``model=`` choices, the members of each ``pair=`` (wc, se, distill_student),
-and the ``dataset=`` choices. Models with ``source: hub`` are downloaded (weights as safetensors, config
-and tokenizer files; never pickles or GGUF); embedded and random models need nothing. A dataset whose
-local JSONL files all exist needs nothing; otherwise ``datasets.load_dataset(hub_id, hub_config)``.
+What a recipe touches is read from the configs its jobs compose: each stage's jobs as the recipe would
+launch them (``compute_optimal.recipes.expand_jobs``: the stage's overrides, the recipe's ``common``
+ones and the extra ones on this command line merged as ``compute_optimal.recipes`` does, sweeps
+expanded as Hydra's sweeper does, an ``experiment=``'s included), each composed with Hydra
+(``recipes.compose_job``). From each job's config: the ``model`` (where the entry config composes
+one), the members of the ``pair`` (wc, se, distill_student), the student a training job trains, the
+model an evaluation task loads (``task.loads``: the base model or student evaluated, the data report's
+judge with ``task.fpr.method=judge``), and the ``dataset``. Models with ``origin: hub`` are downloaded
+(weights as safetensors, config and tokenizer files; never pickles or GGUF); embedded and random models
+need nothing (a random model's tokenizer comes from the model it names). A dataset whose local JSONL
+files all exist needs nothing; otherwise ``datasets.load_dataset(hub_id, hub_config)``.
 With ``HF_HUB_OFFLINE=1`` set, a run downloads nothing and checks that everything is in the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from .models import ModelError
-from .recipes import RecipeError, Stage, _key, load_recipe, merge_overrides
+from .recipes import ENTRY_CONFIGS, RecipeError, Stage, compose_job, expand_jobs, load_recipe, merge_overrides
 from .resolvers import conf_dir, model_config
+from .specs import Dataset, Model, SpecError
 
-ENTRY_CONFIGS = {"run_sample.py": "sample", "run_train.py": "train", "run_eval.py": "eval"}
-# Overrides whose value names a model config (besides the `model` group).
-MODEL_KEYS = ("model", "task.checkpoint.student", "task.fpr.judge_model")
+__all__ = ["ENTRY_CONFIGS", "Item", "PrefetchError", "job_touches", "main", "plan"]
+
 PAIR_MEMBERS = ("wc", "se", "distill_student")
 # What vLLM and transformers load from a model repository: the safetensors weights (and their index),
 # config.json, generation_config.json, the tokenizer (tokenizer.json, tokenizer_config.json,
@@ -44,7 +51,7 @@ MODEL_FILES = ("*.safetensors", "*.json", "tokenizer.model")
 
 
 class PrefetchError(ValueError):
-    """A recipe or override names a config that does not exist."""
+    """A recipe or override names a config that does not exist, or a job's config does not compose."""
 
 
 class FetchError(OSError):
@@ -66,92 +73,117 @@ class Item:
         return f"{self.kind:<7} {self.name:<15} hub {self.hub_id}{config}"
 
 
-def _values(overrides: tuple[str, ...], key: str) -> list[str] | None:
-    """The values the last ``key=`` override gives (a comma list is several); None if none sets it."""
-    found = None
-    for override in overrides:
-        if "=" in override and not override.startswith("~") and _key(override) == key:
-            value = override.split("=", 1)[1].strip()
-            found = [v.strip() for v in value.split(",") if v.strip()]
-    return found
+def _model(node: Any) -> Model | None:
+    """A model config node of a composed job (None where the job has none)."""
+    return Model.from_config(node) if isinstance(node, DictConfig) else None
 
 
-def _yaml(conf: Path, group: str, name: str) -> Any:
-    path = conf / group / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise PrefetchError(f"unknown {group} {name!r} (no {path}); known: {known}")
-    return OmegaConf.load(path)
+@functools.cache
+def _named_model(name: str, conf: str) -> Model:
+    """``conf/model/<name>.yaml`` (ModelError for an unknown name); read once: the jobs of a recipe
+    name the same few models."""
+    return Model.from_config(model_config(name, conf))
 
 
-def _defaults(node: Any) -> dict[str, str | None]:
-    """A config's defaults list as {group: choice}, ``override /group`` entries included."""
-    choices = {}
-    for entry in node.get("defaults", []) if node is not None else []:
-        if OmegaConf.is_dict(entry) or isinstance(entry, dict):
-            for group, choice in entry.items():
-                choices[str(group).removeprefix("override ").lstrip("/")] = choice
-    return choices
+def job_touches(cfg: DictConfig, conf: Path | None = None) -> tuple[list[Model], list[Dataset]]:
+    """The models and datasets one composed job (``recipes.compose_job``) uses: its ``model``, the members
+    of its ``pair`` (names: their ``<conf>/model/`` files), the student it trains, the model its task
+    loads (an evaluated model or student, a judge), and its ``dataset``."""
+    conf = Path(conf or conf_dir())
+    found = [_model(cfg.get("model")), _model(cfg.get("student"))]
+    task = cfg.get("task")
+    if isinstance(task, DictConfig):  # run_eval.py: the model the task runs (task.fpr.judge_model, ...)
+        found.append(_model(task.get("loads")))
+    pair = cfg.get("pair")
+    for member in PAIR_MEMBERS if isinstance(pair, DictConfig) else ():
+        name = pair.get(member)
+        if name not in (None, "None"):
+            found.append(_named_model(str(name), str(conf)))
+    dataset = cfg.get("dataset")
+    datasets = [Dataset.from_config(dataset)] if isinstance(dataset, DictConfig) else []
+    return [m for m in found if m is not None], datasets
 
 
-def stage_choices(stage: Stage, overrides: tuple[str, ...], conf: Path) -> dict[str, set[str]]:
-    """The model names, pairs and datasets one stage's runs use."""
-    overrides = stage.overrides + overrides
-    entry = _defaults(OmegaConf.load(conf / f"{ENTRY_CONFIGS[stage.script]}.yaml"))
-    # What each experiment sets: its `override /group` defaults, then its sweep (experiment=paper).
-    experiments = []
-    for name in _values(overrides, "experiment") or [entry.get("experiment")]:
-        if name not in (None, "null"):
-            node = _yaml(conf, "experiment", name)
-            sweep = OmegaConf.select(node, "hydra.sweeper.params", default=None) or {}
-            experiments.append({**_defaults(node), **{g: str(v).split(",") for g, v in sweep.items()}})
-    choices: dict[str, set[str]] = {}
-    for group in ("model", "pair", "dataset"):
-        # The command line, else what an experiment sets, else the entry config's default.
-        given = _values(overrides, group)
-        if given is None:
-            given = []
-            for sets in experiments or [{}]:
-                value = sets.get(group, entry.get(group))
-                given += value if isinstance(value, list) else [value]
-        choices[group] = {str(v).strip() for v in given if v not in (None, "null")}
-    for key in MODEL_KEYS[1:]:
-        choices["model"] |= set(_values(overrides, key) or [])
-    for pair in choices.pop("pair"):
-        node = _yaml(conf, "pair", pair)
-        choices["model"] |= {str(node[m]) for m in PAIR_MEMBERS if node.get(m) not in (None, "null")}
-    return choices
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The user's mistake behind an error composing or reading a job's config (OmegaConf wraps a
+    resolver's error; Hydra names an unknown config group option); None for anything else (a bug)."""
+    from hydra.errors import HydraException, MissingConfigException
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MissingConfigException) and seen.missing_cfg_file:
+            group, _, name = seen.missing_cfg_file.rpartition("/")
+            known = f"; known: {sorted(seen.options)}" if seen.options else ""
+            return PrefetchError(f"unknown {group or 'config'} {name!r}{known}")
+        if isinstance(seen, ValueError):  # ModelError, SpecError, BudgetError, RegimeError...
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc if isinstance(exc, HydraException | OmegaConfBaseException) else None
 
 
-def model_items(names: set[str], conf: Path) -> list[Item]:
+def _stage_error(stage: Stage, job: list[str] | None, exc: Exception) -> PrefetchError | None:
+    """One line: an unknown name as it is; another user error with the stage (and job) it comes from;
+    None for anything else."""
+    error = _user_error(exc)
+    if error is None:
+        return None
+    lines = str(error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    if isinstance(error, PrefetchError | ModelError):  # names what is unknown: says it all
+        return PrefetchError(line)
+    return PrefetchError(f"stage {stage.name}{f', job {shlex.join(job)}' if job else ''}: {line}")
+
+
+def stage_touches(
+    stage: Stage, extra: tuple[str, ...], conf: Path
+) -> tuple[dict[str, Model], dict[str, Dataset]]:
+    """The models and datasets (by name) the jobs of one stage use, read from their composed configs."""
+    models: dict[str, Model] = {}
+    datasets: dict[str, Dataset] = {}
+    try:
+        jobs = expand_jobs(stage, extra, conf=conf)
+    except Exception as exc:
+        error = _stage_error(stage, None, exc)
+        if error is None:
+            raise
+        raise error from exc
+    for job in jobs:
+        try:
+            found, data = job_touches(compose_job(stage.script, job, conf=conf), conf)
+        except Exception as exc:
+            error = _stage_error(stage, job, exc)
+            if error is None:
+                raise
+            raise error from exc
+        models.update((m.name, m) for m in found)
+        datasets.update((d.name, d) for d in data)
+    return models, datasets
+
+
+def model_items(found: dict[str, Model], conf: Path) -> list[Item]:
     items: dict[str, Item] = {}
-    todo = sorted(names)
+    todo = sorted(found.items())
     while todo:
-        name = todo.pop(0)
+        name, model = todo.pop(0)
         if name in items:
             continue
-        cfg = model_config(name, conf)  # ModelError for an unknown name
-        source = cfg.get("source")
-        if source == "hub":
-            items[name] = Item("model", name, str(cfg.hf_id))
-        elif source == "random" and cfg.get("tokenizer_from"):
+        if model.origin == "hub":
+            items[name] = Item("model", name, str(model.hf_id))
+        elif model.origin == "random" and model.tokenizer_from:
             items[name] = Item(
-                "model", name, None, note=f"nothing to fetch (random; tokenizer of {cfg.tokenizer_from})"
+                "model", name, None, note=f"nothing to fetch (random; tokenizer of {model.tokenizer_from})"
             )
-            todo.append(str(cfg.tokenizer_from))
+            tokenizer = _named_model(model.tokenizer_from, str(conf))  # ModelError: unknown
+            todo.append((tokenizer.name, tokenizer))
         else:
-            items[name] = Item("model", name, None, note=f"nothing to fetch ({source or 'local'})")
+            items[name] = Item("model", name, None, note=f"nothing to fetch ({model.origin})")
     return sorted(items.values(), key=lambda i: (i.hub_id is None, i.name))
 
 
-def dataset_items(names: set[str], conf: Path) -> list[Item]:
-    paths = OmegaConf.load(conf / "paths" / "default.yaml")
-    if "PROJECT_ROOT" not in os.environ:  # as the entry points set it: the repository folder
-        paths.root = str(conf.parent)
+def dataset_items(found: dict[str, Dataset]) -> list[Item]:
     items = []
-    for name in sorted(names):
-        node = OmegaConf.create({"paths": paths, "dataset": _yaml(conf, "dataset", name)})
-        loader = OmegaConf.to_container(node, resolve=True)["dataset"].get("loader") or {}
+    for name, dataset in sorted(found.items()):
+        loader = dataset.loader
         files = [Path(f).expanduser().resolve() for f in (loader.get("files") or {}).values() if f]
         if files and all(f.is_file() for f in files):
             common = os.path.commonpath([str(f.parent) for f in files])
@@ -167,17 +199,17 @@ def dataset_items(names: set[str], conf: Path) -> list[Item]:
 
 
 def plan(recipe: str | Path, extra: tuple[str, ...] = (), conf: Path | None = None) -> list[Item]:
-    """Every model and dataset the recipe's stages touch, those to fetch first."""
+    """Every model and dataset the recipe's jobs touch, those to fetch first."""
     conf = Path(conf or conf_dir())
     _, stages, common = load_recipe(recipe)
     overrides = merge_overrides(common, extra)
-    models: set[str] = set()
-    datasets: set[str] = set()
+    models: dict[str, Model] = {}
+    datasets: dict[str, Dataset] = {}
     for stage in stages:
-        choices = stage_choices(stage, overrides, conf)
-        models |= choices["model"]
-        datasets |= choices["dataset"]
-    return model_items(models, conf) + dataset_items(datasets, conf)
+        found, data = stage_touches(stage, overrides, conf)
+        models.update(found)
+        datasets.update(data)
+    return model_items(models, conf) + dataset_items(datasets)
 
 
 def _hub_error(exc: Exception, item: Item) -> str:
@@ -229,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         items = plan(args.recipe, tuple(args.overrides))
-    except (RecipeError, ModelError, PrefetchError) as exc:
+    except (RecipeError, ModelError, PrefetchError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     todo = [i for i in items if i.hub_id]

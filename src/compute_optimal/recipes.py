@@ -10,22 +10,32 @@ run one after another: a multirun returns when all its jobs are done, locally or
 config is already finished, so running a recipe again resumes where it stopped and redoes nothing.
 Extra overrides given on the command line go to every stage too, and replace a common override of
 the same key (``experiment=quick`` instead of the recipe's ``experiment=embedded``).
+
+What a stage launches, job by job, without launching it: :func:`expand_jobs` (each job's overrides, the
+sweep expanded as Hydra's basic sweeper does) and :func:`compose_job` (a job's composed config, as its
+entry point sees it). ``compute_optimal.prefetch`` reads what a recipe touches from these configs.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
-ENTRY_POINTS = ("run_sample.py", "run_train.py", "run_eval.py")
+# Each entry point and the config it composes (conf/<name>.yaml).
+ENTRY_CONFIGS = {"run_sample.py": "sample", "run_train.py": "train", "run_eval.py": "eval"}
+ENTRY_POINTS = tuple(ENTRY_CONFIGS)
 REPO_ROOT = Path(__file__).resolve().parents[2]  # where the entry points are (src/compute_optimal/..)
 
 
@@ -52,6 +62,71 @@ def merge_overrides(common: tuple[str, ...], extra: tuple[str, ...]) -> tuple[st
     """Common overrides, minus those whose key an extra override sets, then the extras."""
     keys = {_key(o) for o in extra}
     return tuple(o for o in common if _key(o) not in keys) + tuple(extra)
+
+
+def compose_job(
+    script: str, overrides: Sequence[str], *, conf: str | Path | None = None, hydra: bool = False
+) -> DictConfig:
+    """The config one job of ``script`` (an entry point) composes with ``overrides`` (one job's, e.g. from
+    :func:`expand_jobs`), through Hydra's compose API on ``conf`` (default: the repository's conf/).
+
+    ``paths.root`` is the repository folder, as the entry points set it (``PROJECT_ROOT``) where the
+    environment does not. ``hydra=True`` keeps the ``hydra`` node (``hydra.sweeper.params``...). Hydra's
+    errors come out as they are (``MissingConfigException`` for an unknown config group option...).
+    """
+    from hydra import compose, initialize_config_dir
+
+    from . import resolvers  # the co.* resolvers the configs use, as in the entry points
+
+    conf = Path(conf) if conf else resolvers.conf_dir()
+    root = str(conf.resolve().parent).replace("'", "\\'")  # a quoted override value
+    first = [] if "PROJECT_ROOT" in os.environ else [f"paths.root='{root}'"]
+    with initialize_config_dir(config_dir=str(conf.resolve()), version_base="1.3"):
+        return compose(
+            config_name=ENTRY_CONFIGS[script], overrides=[*first, *overrides], return_hydra_config=hydra
+        )
+
+
+def expand_jobs(
+    stage: Stage, extra: Sequence[str] = (), *, conf: str | Path | None = None
+) -> list[list[str]]:
+    """The overrides of each job ``stage`` launches when ``extra`` follows its own overrides on its
+    command line (what :func:`run_recipe` appends: the recipe's ``common`` merged with the command line's).
+
+    A single run is one job with the overrides as given. A multirun's jobs are those Hydra's basic sweeper
+    launches: the entry config's ``hydra.sweeper.params`` (an ``experiment=`` may set them) then the
+    command line's overrides, each parsed by Hydra's ``OverridesParser``; an override replaces an earlier
+    one of the same key; a sweep (``a,b``, ``range(4)``) gives one value per job; the jobs are the product,
+    in order. Hydra's own overrides (``hydra/launcher=...``) are not swept: they come first in every job,
+    as Hydra composes each job.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [*stage.overrides, *extra]
+    if not stage.multirun:
+        return [arguments]
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(arguments)
+    hydra_overrides = [o.input_line for o in parsed if o.is_hydra_override()]
+    # The sweep's config, as Hydra composes it before sweeping: a swept key keeps its default.
+    master = compose_job(
+        stage.script, [o.input_line for o in parsed if not o.is_sweep_override()], conf=conf, hydra=True
+    )
+    params = OmegaConf.select(master, "hydra.sweeper.params") or {}
+    task = [o.input_line for o in parsed if not o.is_hydra_override()]
+    choices: dict[str, list[str]] = {}  # key -> its values as overrides, first-seen key order
+    for override in parser.parse_overrides([*(f"{k}={v}" for k, v in params.items()), *task]):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise RecipeError(
+                f"stage {stage.name}: {override.input_line!r} is a {override.value_type.name} sweep, which "
+                "Hydra's basic sweeper does not run; use a comma list or range()"
+            )
+    return [[*hydra_overrides, *job] for job in itertools.product(*choices.values())]
 
 
 def load_recipe(path: str | Path) -> tuple[str, list[Stage], tuple[str, ...]]:

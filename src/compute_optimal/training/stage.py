@@ -261,7 +261,7 @@ def build_trainer(plan: TrainingPlan, callbacks: list[Any], progress: bool) -> A
         log_every_n_steps=1,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        enable_checkpointing=False,  # StepCheckpoints writes the resume state
+        enable_checkpointing=False,  # ResumeStates writes the resume state
         logger=_loggers(plan),
         callbacks=callbacks,
         default_root_dir=str(plan.run.path),
