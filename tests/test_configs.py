@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from compute_optimal.budget import BudgetError
@@ -139,15 +139,20 @@ def test_number_matched_and_custom_budgets() -> None:
     assert instantiate(cfg.budget).samples_for("gemma2_9b", cfg.model.params) == 12
 
 
-def test_cfg_job_prints_the_composed_config(repo_root: Path) -> None:
+def cfg_job(repo_root: Path, *args: str) -> DictConfig:
+    """What `python run_sample.py --cfg job <args>` prints, as a config."""
     out = subprocess.run(
-        [sys.executable, "run_sample.py", "--cfg", "job", "model=gemma2_27b", "dataset=gsm8k", "budget=high"],
+        [sys.executable, "run_sample.py", "--cfg", "job", *args],
         cwd=repo_root,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    cfg = OmegaConf.create(out)
+    return OmegaConf.create(out)
+
+
+def test_cfg_job_prints_the_composed_config(repo_root: Path) -> None:
+    cfg = cfg_job(repo_root, "model=gemma2_27b", "dataset=gsm8k", "budget=high")
     assert cfg.model.hf_id == "google/gemma-2-27b"
     assert cfg.model.tensor_parallel_size == 2
     assert cfg.budget.reference_samples == 10
@@ -156,14 +161,7 @@ def test_cfg_job_prints_the_composed_config(repo_root: Path) -> None:
 
 def test_composed_budget_derives_its_reference_without_a_pair(repo_root: Path) -> None:
     """`run_sample.py model=gemma2_9b budget=high`: no pair named; the budget counts in Gemma2-27B samples."""
-    out = subprocess.run(
-        [sys.executable, "run_sample.py", "--cfg", "job", "--resolve", "model=gemma2_9b", "budget=high"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    cfg = OmegaConf.create(out)
+    cfg = cfg_job(repo_root, "--resolve", "model=gemma2_9b", "budget=high")
     assert cfg.get("pair") is None  # no pair composed: found in conf/pair/
     assert (cfg.budget.reference_model, cfg.budget.reference_params) == ("gemma2_27b", 27e9)
     gemma2_27b = OmegaConf.load(CONF / "model" / "gemma2_27b.yaml")
@@ -287,3 +285,24 @@ def test_cluster_distillation_command_trains_gemma_7b_on_8_gpus() -> None:
         "timeout_min": 1440,
     }
     assert resolved["run_dir"].endswith("/train/math/knowledge_distillation/gemma_7b/wc-high-compute/seed0")
+
+
+def test_a_typo_in_a_model_config_stops_before_any_work(repo_root: Path, tmp_path: Path) -> None:
+    """specs.Model refuses unknown fields: `parms: 9e9` must not pass as a model without a size."""
+    from compute_optimal.specs import Model, SpecError
+
+    with pytest.raises(SpecError, match=r"unknown field\(s\) \['parms'\]"):
+        Model.from_config({"name": "m", "params": 1e9, "parms": 9e9})
+    with pytest.raises(SpecError, match="origin"):
+        Model.from_config({"name": "m", "params": 1e9, "origin": "ftp"})
+    proc = subprocess.run(
+        [sys.executable, "run_sample.py", "model=tiny_random", "+model.parms=3", "logger=none",
+         f"paths.outputs={tmp_path}"],
+        cwd=repo_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert (
+        proc.returncode == 2
+        and "unknown field(s) ['parms']" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
+    assert not (tmp_path / "sample").exists()

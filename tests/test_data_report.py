@@ -356,7 +356,7 @@ def test_llm_judge_fpr_with_a_real_tiny_judge(known_runs: Path, monkeypatch: pyt
     data = json.loads(Path(result["data"]).read_text())
     assert len(data["fpr"]) == 4
     for row in data["fpr"]:
-        assert row["source"] == "LLM judge (tiny_random)"
+        assert row["method"] == "LLM judge (tiny_random)"
         assert row["rated"] + row["unknown"] == 1
     verdicts = pd.concat(
         pd.read_parquet(p) for p in known_runs.glob("reports/data/arith/judge/tiny_random/*.parquet")

@@ -1,4 +1,4 @@
-"""The false-positive-rate sources: the judge prompt and its strict parser, a real (tiny) judge model,
+"""The false-positive-rate methods: the judge prompt and its strict parser, a real (tiny) judge model,
 and human label sheets exported and imported."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_fpr_counts_unknown_apart() -> None:
     assert fpr.value == pytest.approx(2 / 3)
     low, high = fpr.interval
     assert low < 2 / 3 < high
-    assert fpr.as_dict()["fpr"] == pytest.approx(2 / 3) and fpr.as_dict()["source"] == "LLM judge (x)"
+    assert fpr.as_dict()["fpr"] == pytest.approx(2 / 3) and fpr.as_dict()["method"] == "LLM judge (x)"
     empty = judge.fpr_from_verdicts(["unknown"], "x")
     assert empty.value is None and empty.interval == (0.0, 1.0)
 

@@ -17,11 +17,12 @@ from typing import Any
 import pandas as pd
 
 from . import metrics
+from .errors import UserError
 
 ALL_LEVELS = "all"  # the one group of a dataset without difficulty levels (GSM8K)
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UserError, ValueError):
     """Inputs that cannot be analysed or compared: mismatched runs, malformed tables or label sheets."""
 
 

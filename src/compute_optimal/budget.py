@@ -25,12 +25,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .errors import UserError
+
 MODES = ("compute", "number", "price")
 # Guards floor() against binary round-off: 0.7 / 0.1 is 6.999999999999999 in floats.
 _EPS = 1e-9
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError, ValueError):
     """A budget that cannot be applied (unknown mode, too small for one sample, missing prices)."""
 
 

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from .errors import UserError
+
 # Run by a child Python: how many CUDA devices are usable, and if none, why (torch's own warning).
 _PROBE = r"""
 import json, warnings
@@ -38,7 +40,7 @@ print(json.dumps({"devices": devices, "error": error}))
 """
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError, RuntimeError):
     """The job was given GPUs, but CUDA cannot use them."""
 
 

@@ -213,9 +213,9 @@ def judge_solutions(
 
 @dataclass(frozen=True)
 class FPR:
-    """A false-positive rate with its provenance: which source, how many solutions it rests on."""
+    """A false-positive rate with its provenance: which method, how many solutions it rests on."""
 
-    source: str  # e.g. "LLM judge (gemma2_27b)" or "human labels (sheet.csv)"
+    method: str  # e.g. "LLM judge (gemma2_27b)" or "human labels (sheet.csv)"
     incorrect: int
     correct: int
     unknown: int  # unparseable judge verdicts / unlabelled rows: excluded from the rate, reported
@@ -239,12 +239,12 @@ class FPR:
         return {**asdict(self), "rated": self.rated, "fpr": self.value, "ci_low": low, "ci_high": high}
 
 
-def fpr_from_verdicts(verdicts: Iterable[str], source: str) -> FPR:
+def fpr_from_verdicts(verdicts: Iterable[str], method: str) -> FPR:
     """Count correct / incorrect / unknown verdicts (or labels) into an FPR."""
     counts = {CORRECT: 0, INCORRECT: 0, UNKNOWN: 0}
     for verdict in verdicts:
         counts[verdict if verdict in (CORRECT, INCORRECT) else UNKNOWN] += 1
-    return FPR(source, incorrect=counts[INCORRECT], correct=counts[CORRECT], unknown=counts[UNKNOWN])
+    return FPR(method, incorrect=counts[INCORRECT], correct=counts[CORRECT], unknown=counts[UNKNOWN])
 
 
 # --- human labels -------------------------------------------------------------------------------
@@ -320,9 +320,9 @@ def import_sheet(path: str | Path) -> pd.DataFrame:
     return frame.assign(label=labels)
 
 
-def human_fpr(sheet: pd.DataFrame, source: str) -> dict[tuple[str, str], FPR]:
+def human_fpr(sheet: pd.DataFrame, method: str) -> dict[tuple[str, str], FPR]:
     """FPR per (model, budget folder) from an imported sheet; blank labels count as unknown."""
     return {
-        (str(model), str(budget)): fpr_from_verdicts(group["label"].replace("", UNKNOWN), source)
+        (str(model), str(budget)): fpr_from_verdicts(group["label"].replace("", UNKNOWN), method)
         for (model, budget), group in sheet.groupby(["model", "budget"], sort=True)
     }

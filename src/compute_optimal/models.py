@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
 from .specs import Model
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ EMBEDDED_PACKAGES = {
 }
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model config cannot be resolved (unknown source, missing package, bad fields)."""
 
 

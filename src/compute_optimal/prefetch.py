@@ -35,6 +35,7 @@ from typing import Any
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from .errors import UserError
 from .models import ModelError
 from .recipes import ENTRY_CONFIGS, RecipeError, Stage, compose_job, expand_jobs, load_recipe, merge_overrides
 from .resolvers import conf_dir, model_config
@@ -50,7 +51,7 @@ PAIR_MEMBERS = ("wc", "se", "distill_student")
 MODEL_FILES = ("*.safetensors", "*.json", "tokenizer.model")
 
 
-class PrefetchError(ValueError):
+class PrefetchError(UserError, ValueError):
     """A recipe or override names a config that does not exist, or a job's config does not compose."""
 
 

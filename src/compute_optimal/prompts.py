@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import UserError
+
 GSM8K_EXEMPLARS: tuple[tuple[str, str], ...] = (
     (
         "There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, there will be 21 trees. How many trees did the grove workers plant today?",
@@ -136,7 +138,7 @@ _TEMPLATES = {
 }
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """Unknown template or an impossible number of shots."""
 
 

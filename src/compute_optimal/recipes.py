@@ -33,13 +33,15 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import UserError
+
 # Each entry point and the config it composes (conf/<name>.yaml).
 ENTRY_CONFIGS = {"run_sample.py": "sample", "run_train.py": "train", "run_eval.py": "eval"}
 ENTRY_POINTS = tuple(ENTRY_CONFIGS)
 REPO_ROOT = Path(__file__).resolve().parents[2]  # where the entry points are (src/compute_optimal/..)
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe file that does not parse or names an unknown entry point."""
 
 

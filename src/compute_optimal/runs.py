@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .errors import UserError
+
 SUMMARY = "summary.json"  # a sampling run's completion marker (RunFolder subclasses name their own)
 SIGNATURE = "run.json"
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run folder is missing, unfinished, or holds a run of a different config."""
 
 

@@ -29,6 +29,7 @@ from .analysis import data_quality
 from .budget import Budget, BudgetError, Ledger
 from .data import Problem, select_subset
 from .engines import Engine, LazyEngine, Request, SamplingSettings
+from .errors import UserError
 from .prompts import PromptTemplate, get_template
 from .runs import SampleRun
 from .specs import Dataset, Model, plain
@@ -52,7 +53,7 @@ COLUMNS = [
 ]
 
 
-class SamplingError(ValueError):
+class SamplingError(UserError, ValueError):
     """A sampling setting out of range (chunk size, shard index)."""
 
 

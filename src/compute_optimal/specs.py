@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import UserError
+
 T = TypeVar("T")
 
 ORIGINS = ("hub", "embedded", "random", "local")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A config that does not describe a model, dataset or training settings."""
 
 

@@ -178,7 +178,7 @@ def _fpr_markdown(comparison: DataComparison) -> str:
         [
             r["model"],
             r["budget"],
-            r["source"],
+            r["method"],
             str(r["rated"]),
             str(r["incorrect"]),
             str(r["unknown"]),
@@ -187,7 +187,7 @@ def _fpr_markdown(comparison: DataComparison) -> str:
         ]
         for r in frame.to_dict("records")
     ]
-    header = ["model", "budget", "source", "rated", "wrong reasoning", "unknown", "FPR", "95% CI (Wilson)"]
+    header = ["model", "budget", "method", "rated", "wrong reasoning", "unknown", "FPR", "95% CI (Wilson)"]
     diffs = []
     for r in comparison.headline().to_dict("records"):
         if (
@@ -393,9 +393,9 @@ def draw_figures(c: DataComparison, folder: Path) -> dict[str, Path]:
             )
             for r in fpr.to_dict("records")
         ]
-        sources = ", ".join(sorted(set(fpr["source"])))
+        methods = ", ".join(sorted(set(fpr["method"])))
         figures["fpr"] = plots.plot_intervals(
-            folder / FIGURES["fpr"], rows, title=f"{c.dataset}: false-positive rate, 95% Wilson\n{sources}"
+            folder / FIGURES["fpr"], rows, title=f"{c.dataset}: false-positive rate, 95% Wilson\n{methods}"
         )
     return figures
 
@@ -419,7 +419,9 @@ def comparison_data(c: DataComparison) -> dict[str, Any]:
         },
         "distinct_definition": distinct_definition(c.near_duplicate),
         "missing_runs": [
-            {"run_dir": str(r.run.path), "command": r.run.command} for b in c.budgets for r in b.missing_number
+            {"run_dir": str(r.run.path), "command": r.run.command}
+            for b in c.budgets
+            for r in b.missing_number
         ],
         "warnings": c.warnings,
     }

@@ -174,11 +174,14 @@ def draw_loss_curves(path: Path, comparisons: Sequence[Comparison]) -> Path:
     fig = Figure(figsize=(max(4.8, 4.2 * max(1, len(panels))), 3.4), layout="constrained")
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     for ax, c in zip(axes, panels, strict=False):
-        for source, colour in (("wc", "#1f77b4"), ("se", "#d62728")):
-            curve = (c.train.get(source) or {}).get("loss_curve") or []
+        for sampler, colour in (("wc", "#1f77b4"), ("se", "#d62728")):
+            curve = (c.train.get(sampler) or {}).get("loss_curve") or []
             if curve:
                 ax.plot(
-                    [s for s, _ in curve], [v for _, v in curve], color=colour, label=f"{source.upper()} data"
+                    [s for s, _ in curve],
+                    [v for _, v in curve],
+                    color=colour,
+                    label=f"{sampler.upper()} data",
                 )
         ax.set_title(f"{c.regime} · {c.student} · {c.budget}", fontsize=9)
         ax.set_xlabel("step")

@@ -15,36 +15,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .. import runs
-from ..analysis import AnalysisError
-from ..budget import BudgetError
 from ..data import DatasetError, Problem
-from ..devices import DeviceError
 from ..engines import LazyEngine, build_engine, choose_backend
+from ..errors import UserError
 from ..models import ModelError, check_available, resolve_checkpoint
-from ..prompts import PromptError
-from ..sampling import SamplingError
-from ..specs import Model, SpecError, plain
+from ..specs import Model, plain
 from ..training.regimes import RegimeError
-from ..training.stage import TrainingError
 
 log = logging.getLogger(__name__)
 
-# Errors a user can cause with a config or an input file: reported as one line, no traceback.
-USER_ERRORS = (
-    AnalysisError,
-    BudgetError,
-    DatasetError,
-    DeviceError,
-    ModelError,
-    PromptError,
-    RegimeError,
-    SamplingError,
-    SpecError,
-    TrainingError,
-    runs.RunError,
-)
-
-__all__ = ["USER_ERRORS", "StageResult", "plain"]
+# What a user can get wrong (a config, an input file, a server) raises a UserError (compute_optimal/errors.py):
+# every module's own error type derives from it, and the entry points print it as one line, no traceback.
+__all__ = ["StageResult", "UserError", "plain"]
 
 
 @dataclass

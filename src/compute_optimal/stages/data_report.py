@@ -157,10 +157,10 @@ def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
                 done[verdict.item_id] = verdict
         for run, run_items in items.items():
             _write_verdicts(cache[run], [done[i.item_id] for i in run_items], key)
-    source = f"LLM judge ({name})"
+    method = f"LLM judge ({name})"
     comparison.fpr = {
         (run.model, run.ref.budget_dir): judge.fpr_from_verdicts(
-            [done[i.item_id].verdict for i in run_items], source
+            [done[i.item_id].verdict for i in run_items], method
         )
         for run, run_items in items.items()
     }

@@ -18,15 +18,15 @@ from .. import resolvers  # noqa: F401  (the co.* resolvers the configs use)
 
 def run_stage(cfg: DictConfig) -> dict:
     """The Hydra task function of every entry point; returns the stage's summary."""
+    from ..errors import UserError
     from ..sweep_group import group_multirun
     from . import run
-    from .common import USER_ERRORS
 
     group_multirun(cfg)  # W&B: one group per sweep
     try:
         result = run(cfg)
-    except (*USER_ERRORS, OmegaConfBaseException) as exc:
-        cause = _user_error(exc, USER_ERRORS)
+    except (UserError, OmegaConfBaseException) as exc:
+        cause = _user_error(exc, UserError)
         if cause is None:
             raise
         print(f"error: {cause}", file=sys.stderr)
@@ -36,7 +36,7 @@ def run_stage(cfg: DictConfig) -> dict:
     return result.summary
 
 
-def _user_error(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+def _user_error(exc: BaseException, kinds: type[BaseException]) -> BaseException | None:
     """``exc`` or the user error behind it (a resolver's error reaches us wrapped by OmegaConf)."""
     seen: BaseException | None = exc
     while seen is not None:

@@ -17,13 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UserError
 from ..specs import Model
 
 ROLES = {"knowledge_distillation": "other", "self_improvement": "wc", "weak_to_strong": "se"}
 SAMPLERS = ("wc", "se")  # whose samples a student learns from: the pair's WC or SE model
 
 
-class RegimeError(ValueError):
+class RegimeError(UserError, ValueError):
     """A student that does not fit its regime, or an unknown regime / data source."""
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from .. import runs
 from ..data import Problem
 from ..devices import DeviceError
+from ..errors import UserError
 from ..prompts import get_template
 from ..runs import SampleRun, TrainRun
 from ..specs import Dataset, Model, TrainSettings
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 WRAPPED = "model"  # SFTModule's attribute that holds the Hugging Face model
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Trainer settings that would train wrong: refused before any model is loaded."""
 
 
