@@ -235,9 +235,98 @@ def test_resume_after_a_crash_in_the_middle(tmp_path: Path, tiny_checkpoint: str
 def test_resuming_with_another_config_is_refused(tmp_path: Path, tiny_checkpoint: str) -> None:
     run_dir = tmp_path / "run"
     SampleRun(run_dir).claim(make_plan(run_dir).signature)
+    (run_dir / "chunks").mkdir()
+    (run_dir / "chunks" / "chunk-00000.parquet").write_bytes(b"")  # the folder holds results now
     other = make_plan(run_dir, max_new_tokens=20)
     with pytest.raises(runs.RunError, match=r"max_new_tokens: 12 -> 20"), no_engine() as engine:
         run_sampling(other, engine, progress=False)
+
+
+def test_a_claim_without_results_gives_way_to_another_config(tmp_path: Path, tiny_checkpoint: str) -> None:
+    """A run that failed before its first chunk (here: its engine failed to start) has lost nothing: the
+    corrected command, with another config, takes the folder over instead of being refused."""
+    run_dir = tmp_path / "run"
+
+    def broken():
+        raise RuntimeError("engine failed to start")
+
+    with pytest.raises(RuntimeError, match="failed to start"), LazyEngine(broken) as engine:
+        run_sampling(make_plan(run_dir, max_new_tokens=20), engine, progress=False)
+    assert (run_dir / "run.json").is_file() and not list(run_dir.glob("chunks/*"))
+    with hf_engine(tiny_checkpoint) as engine:
+        summary = run_sampling(make_plan(run_dir), engine, progress=False)
+    assert summary["num_samples"] == len(PROBLEMS) * 3
+    assert SampleRun(run_dir).signature()["sampling"]["max_new_tokens"] == 12
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sampling.temperature=-1", "sampling.temperature must be >= 0, got -1"),
+        ("sampling.top_p=0", "sampling.top_p must be in (0, 1], got 0"),
+        ("sampling.top_p=1.5", "sampling.top_p must be in (0, 1], got 1.5"),
+        ("sampling.max_new_tokens=0", "sampling.max_new_tokens must be >= 1, got 0"),
+    ],
+)
+def test_out_of_range_sampling_settings_stop_in_the_plan(
+    repo_root: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    """Checked in the plan: no engine starts (engine=vllm_cpu would take ~25 s and end in a vLLM traceback)."""
+    proc = run_entry_point(
+        "run_sample.py",
+        tmp_path,
+        "model=tiny_random",
+        "engine=vllm_cpu",
+        override,
+        "logger=none",
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sample").exists()  # nothing claimed, nothing written
+
+
+class Watch(Engine):
+    """A real engine, watched: how many chunks had requests in the engine at the same time."""
+
+    def __init__(self, inner: Engine, chunk_of: dict[str, int]) -> None:
+        self.inner, self.chunk_of, self.name = inner, chunk_of, inner.name
+        self.in_flight: dict[str, int] = {}
+        self.most_chunks = 0
+
+    def _note(self) -> None:
+        self.most_chunks = max(self.most_chunks, len({self.chunk_of[p] for p in self.in_flight}))
+
+    def generate(self, requests, settings):  # the stage before streaming: one call per chunk
+        self.in_flight = {r.prompt: 1 for r in requests}
+        self._note()
+        return self.inner.generate(requests, settings)
+
+    def stream(self, requests, settings):
+        def added():
+            for key, request in requests:
+                self.in_flight[request.prompt] = 1
+                self._note()
+                yield (key, request.prompt), request
+
+        for (key, prompt), generation in self.inner.stream(added(), settings):
+            del self.in_flight[prompt]
+            yield key, generation
+
+
+@pytest.mark.slow
+def test_no_barrier_between_chunks_on_vllm(tmp_path: Path, tiny_checkpoint: str) -> None:
+    """The stage streams every chunk's requests into one vLLM session: requests of later chunks are in the
+    engine while earlier chunks still generate, so its batch never drains at a chunk's end."""
+    plan = make_plan(tmp_path / "run", samples=2, chunk_size=1)
+    chunk_of = {plan.template.render(p.question): i for i, chunk in enumerate(plan.chunks) for p in chunk}
+    options = {"dtype": "bfloat16", "max_model_len": 1024, "enforce_eager": True, "kv_cache_memory_bytes": 1 << 30,
+               "enable_chunked_prefill": False, "max_in_flight_seqs": 8}  # fmt: skip
+    with build_engine(tiny_checkpoint, "vllm_cpu", vllm_cpu=options) as vllm:
+        watch = Watch(vllm, chunk_of)
+        summary = run_sampling(plan, LazyEngine(lambda: watch), progress=False)
+    assert watch.most_chunks == 4  # 8 sequences in flight = 4 one-problem chunks of n=2
+    assert summary["num_samples"] == len(PROBLEMS) * 2 and not watch.in_flight
 
 
 # --- through the real entry point -------------------------------------------------------------

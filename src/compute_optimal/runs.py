@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"  # a sampling run's completion marker (RunFolder subclasses name their own)
 SIGNATURE = "run.json"
@@ -74,7 +77,13 @@ class RunFolder:
         atomic_write_json(self.summary_path, summary)
 
     def claim(self, signature: Mapping[str, Any]) -> None:
-        claim_run_dir(self.path, signature)
+        """Record the config in the folder; a folder claimed by another config that wrote nothing (it
+        failed before its first result) is claimed anew, so the corrected command is not refused."""
+        claim_run_dir(self.path, signature, replaceable=not self.has_results())
+
+    def has_results(self) -> bool:
+        """Whether the folder holds anything a rerun could lose (subclasses say what counts)."""
+        return self.is_finished()
 
     def signature(self) -> dict[str, Any]:
         return read_json(self.path / SIGNATURE)
@@ -110,6 +119,9 @@ class SampleRun(RunFolder):
     @property
     def merge_lock(self) -> Path:
         return self.path / ".merge.lock"
+
+    def has_results(self) -> bool:
+        return self.is_finished() or any((self.path / "chunks").glob("chunk-*.parquet"))
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,9 @@ class TrainRun(RunFolder):
     def resume_dir(self) -> Path:
         """Lightning's resume states while the run trains (deleted once the model is exported)."""
         return self.path / "resume"
+
+    def has_results(self) -> bool:
+        return self.is_finished() or self.model_dir.exists() or any(self.resume_dir.glob("step-*"))
 
 
 @dataclass(frozen=True)
@@ -233,23 +248,27 @@ def atomic_write_parquet(path: str | os.PathLike, frame: Any) -> None:
     _atomic(Path(path), lambda p: frame.to_parquet(p, index=False))
 
 
-def claim_run_dir(run_dir: str | os.PathLike, signature: Mapping[str, Any]) -> None:
+def claim_run_dir(
+    run_dir: str | os.PathLike, signature: Mapping[str, Any], *, replaceable: bool = False
+) -> None:
     """Record ``signature`` in a new run folder, or check it against the one already there.
 
     Resuming a run with a different config would mix samples of two configs in one table, so a
-    mismatch stops with the differing fields named.
+    mismatch stops with the differing fields named, unless ``replaceable`` (the folder holds no results).
     """
     path = Path(run_dir) / SIGNATURE
     current = json.loads(json.dumps(signature, sort_keys=True, default=str))
     if path.is_file():
         previous = json.loads(path.read_text())
-        if previous != current:
-            diff = _diff(previous, current)
+        if previous == current:
+            return
+        diff = "; ".join(_diff(previous, current))
+        if not replaceable:
             raise RunError(
-                f"{run_dir} already holds a run of a different config ({'; '.join(diff)}). "
+                f"{run_dir} already holds a run of a different config ({diff}). "
                 "Use another paths.outputs or seed, or delete that folder to start over."
             )
-        return
+        log.info("%s: replacing the claim of a run that wrote no results (%s)", run_dir, diff)
     atomic_write_json(path, current)
 
 

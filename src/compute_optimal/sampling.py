@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,7 +29,7 @@ from . import runs
 from .analysis import data_quality
 from .budget import Budget, BudgetError, Ledger
 from .data import Problem, select_subset
-from .engines import Engine, LazyEngine, Request, SamplingSettings
+from .engines import Generation, LazyEngine, Request, SamplingSettings
 from .errors import UserError
 from .prompts import PromptTemplate, get_template
 from .runs import SampleRun
@@ -70,6 +71,13 @@ class SamplingConfig:
     shard: int = 0
 
     def __post_init__(self) -> None:
+        # Out-of-range decoding settings stop here, in the plan, before any model is loaded.
+        if self.temperature < 0:
+            raise SamplingError(f"sampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise SamplingError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise SamplingError(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.chunk_size < 1:
             raise SamplingError(f"sampling.chunk_size must be >= 1, got {self.chunk_size}")
         if self.num_shards < 1 or not 0 <= self.shard < self.num_shards:
@@ -211,6 +219,8 @@ class Work:
     new_tokens: int = 0
     engine_time_s: float = 0.0
     engine: str | None = None
+    reproducible: bool | None = None  # do the same seeds give the same samples on this engine?
+    api_usage: dict[str, Any] | None = None  # an API engine's requests, retries and billed tokens
 
 
 def run_sampling(
@@ -236,7 +246,9 @@ def run_sampling(
 
 
 def _sample_chunks(plan: SamplingPlan, todo: list[int], engine: LazyEngine, progress: bool) -> Work:
-    """Sample, grade and write the chunks ``todo``, each atomically as soon as it is done."""
+    """Stream every request of the chunks ``todo`` through the engine in one session (its batch never
+    drains between chunks); each chunk is graded and written, atomically, by a writer thread beside
+    generation as soon as all its problems are back. A kill loses at most the chunks not yet written."""
     from tqdm.auto import tqdm
 
     chunks, per = plan.chunks, plan.samples_per_problem
@@ -250,40 +262,59 @@ def _sample_chunks(plan: SamplingPlan, todo: list[int], engine: LazyEngine, prog
             len(plan.mine),
         )
     running = engine.get()
-    work = Work(engine=running.name)
-    generation_started = time.time()  # rates exclude model conversion and engine start-up
+    work = Work(engine=running.name, reproducible=running.reproducible)
+    back: dict[int, dict[int, Generation]] = {i: {} for i in todo}  # chunk -> problem position -> samples
     shard = f" shard {plan.shard}/{plan.num_shards}" if plan.num_shards > 1 else ""
-    with tqdm(total=total, initial=done, unit="sample", desc=f"{plan.model.name} {plan.budget.name}{shard}",
-              disable=not progress, dynamic_ncols=True) as bar:  # fmt: skip
-        for index in todo:
-            t0 = time.time()
-            rows = _generate(running, plan, chunks[index])
-            work.engine_time_s += time.time() - t0
-            _grade(rows, plan.dataset.answer_format)
-            runs.atomic_write_parquet(plan.run.chunk_path(index), _frame(rows))
-            work.new_tokens += sum(r["generated_tokens"] for r in rows)
-            work.new_samples += len(rows)
-            bar.update(len(rows))
-            elapsed = max(time.time() - generation_started, 1e-9)
+    with ThreadPoolExecutor(1, thread_name_prefix="chunk-writer") as writer, tqdm(
+        total=total, initial=done, unit="sample", desc=f"{plan.model.name} {plan.budget.name}{shard}",
+        disable=not progress, dynamic_ncols=True,
+    ) as bar:  # fmt: skip
+        written: list[Future] = []
+        started = time.time()  # rates exclude model conversion and engine start-up
+        for (index, position), generation in running.stream(_requests(plan, todo), plan.settings):
+            if len(generation.completions) != per:
+                problem = chunks[index][position]
+                raise RuntimeError(
+                    f"engine returned {len(generation.completions)} samples for {problem.id}, expected {per}"
+                )
+            back[index][position] = generation
+            work.new_tokens += sum(c.generated_tokens for c in generation.completions)
+            work.new_samples += per
+            if len(back[index]) == len(chunks[index]):
+                written.append(writer.submit(_write_chunk, plan, index, back.pop(index)))
+            for future in written:  # a failed write stops the run now, not at the end
+                if future.done():
+                    future.result()
+            bar.update(per)
+            elapsed = max(time.time() - started, 1e-9)
             bar.set_postfix(
                 samples_s=f"{work.new_samples / elapsed:.1f}", tokens_s=f"{work.new_tokens / elapsed:.0f}"
             )
+        work.engine_time_s = time.time() - started
+        for future in written:
+            future.result()
+    usage = getattr(running, "usage", None)
+    work.api_usage = usage.as_dict() if usage is not None else None
     return work
 
 
-def _generate(engine: Engine, plan: SamplingPlan, chunk: list[Problem]) -> list[dict[str, Any]]:
-    """One engine call for a chunk: a row per sample, exactly ``samples_per_problem`` per problem."""
-    requests = [
-        Request(plan.template.render(p.question), plan.samples_per_problem, problem_seed(plan.seed, p.id))
-        for p in chunk
-    ]
-    rows = []
-    for problem, generation in zip(chunk, engine.generate(requests, plan.settings), strict=True):
-        if len(generation.completions) != plan.samples_per_problem:
-            raise RuntimeError(
-                f"engine returned {len(generation.completions)} samples for {problem.id}, "
-                f"expected {plan.samples_per_problem}"
+def _requests(plan: SamplingPlan, todo: list[int]) -> Iterator[tuple[tuple[int, int], Request]]:
+    """Every request of the chunks ``todo``, in chunk order, keyed by (chunk, position in chunk); built only
+    as the engine asks for them."""
+    for index in todo:
+        for position, problem in enumerate(plan.chunks[index]):
+            prompt = plan.template.render(problem.question)
+            yield (
+                (index, position),
+                Request(prompt, plan.samples_per_problem, problem_seed(plan.seed, problem.id)),
             )
+
+
+def _write_chunk(plan: SamplingPlan, index: int, generations: dict[int, Generation]) -> None:
+    """Grade one chunk's samples and write them as one atomic Parquet file."""
+    rows = []
+    for position, problem in enumerate(plan.chunks[index]):
+        generation = generations[position]
         rows += [
             {
                 "problem_id": problem.id,
@@ -298,7 +329,8 @@ def _generate(engine: Engine, plan: SamplingPlan, chunk: list[Problem]) -> list[
             }
             for k, c in enumerate(generation.completions)
         ]
-    return rows
+    _grade(rows, plan.dataset.answer_format)
+    runs.atomic_write_parquet(plan.run.chunk_path(index), _frame(rows))
 
 
 def _grade(rows: list[dict[str, Any]], answer_format: str) -> None:
@@ -337,6 +369,7 @@ def _finish_shard(
             new_tokens=sum(r["new_tokens"] for r in shards),
             engine_time_s=sum(r["engine_time_s"] for r in shards),
             engine=next((r["engine"] for r in shards if r["engine"]), None),
+            reproducible=_all_reproducible([r.get("reproducible") for r in shards]),
         )
         return _merge(plan, started, total, on_finish, shards=shards)
 
@@ -348,8 +381,17 @@ def _record_shard(plan: SamplingPlan, work: Work) -> None:
     for key in WORK_COUNTS:
         record[key] = record.get(key, 0) + getattr(work, key)
     record["engine"] = work.engine or record.get("engine")
+    record["reproducible"] = _all_reproducible([record.get("reproducible"), work.reproducible])
+    if work.api_usage is not None:
+        record["api_usage"] = work.api_usage
     record["jobs"] += 1
     runs.atomic_write_json(path, record)
+
+
+def _all_reproducible(flags: list[bool | None]) -> bool | None:
+    """False if any job's engine was not reproducible; None where no job sampled anything."""
+    known = [f for f in flags if f is not None]
+    return all(known) if known else None
 
 
 def _shard_records(plan: SamplingPlan) -> list[dict[str, Any]]:
@@ -379,6 +421,9 @@ def _merge(
         engine_time_s=round(seconds, 3),
         new_samples=work.new_samples,
         engine=work.engine,
+        # False where the engine cannot promise that the same seeds give the same samples (hosted APIs).
+        reproducible=work.reproducible,
+        api_usage=work.api_usage,
         samples_per_s=round(work.new_samples / seconds, 3) if seconds else None,
         tokens_per_s=round(work.new_tokens / seconds, 3) if seconds else None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -422,8 +467,10 @@ def summarize(frame: pd.DataFrame, plan: SamplingPlan) -> dict[str, Any]:
         num_problems=len(plan.problems),
         tokens_per_solution=plan.budget.tokens_per_solution,
         generated_tokens=int(frame["generated_tokens"].sum()),
-        # The prompt is encoded once per problem (prefix caching), not once per sample.
+        # The prompt is encoded once per problem (prefix caching; one request of n samples), not once per sample.
         prompt_tokens=int(frame.groupby("problem_id")["prompt_tokens"].first().sum()),
+        price_per_mtok=plan.model.price_per_mtok,
+        input_price_per_mtok=plan.model.input_price_per_mtok,
     )
     per_problem = frame.groupby("problem_id")["correct"].any()
     return {
@@ -434,7 +481,9 @@ def summarize(frame: pd.DataFrame, plan: SamplingPlan) -> dict[str, Any]:
         "budget_mode": plan.budget.mode,
         "reference_model": plan.budget.reference_model,
         "reference_samples": plan.budget.reference_samples,
+        "reference_price": plan.budget.reference_price,
         "params": plan.model.params,
+        "price_per_mtok": plan.model.price_per_mtok,
         "params_total": plan.model.params_total,
         "samples_per_problem": plan.samples_per_problem,
         "num_problems": len(plan.problems),

@@ -18,7 +18,7 @@ from .errors import UserError
 
 T = TypeVar("T")
 
-ORIGINS = ("hub", "embedded", "random", "local")
+ORIGINS = ("hub", "embedded", "random", "local", "api")
 
 
 class SpecError(UserError, ValueError):
@@ -52,8 +52,8 @@ class Model:
     """
 
     name: str
-    params: float
-    origin: str = "hub"  # hub | embedded | random | local (an exported student)
+    params: float | None  # None only for an API model whose size is not published (price-matched budgets)
+    origin: str = "hub"  # hub | embedded | random | local (an exported student) | api (an API-served model)
     params_total: int | None = None  # exact count, embeddings included (recorded, never budgeted)
     hf_id: str | None = None
     embedded: str | None = None  # origin embedded: the GGUF package's model
@@ -61,7 +61,11 @@ class Model:
     arch: dict[str, Any] | None = None  # origin random, or a config-only checkpoint (vLLM dummy weights)
     tokenizer_from: str | None = None
     init_seed: int = 0
-    price_per_mtok: float | None = None  # $ per 1M output tokens (budget.mode=price)
+    price_per_mtok: float | None = None  # $ per 1M output tokens (budget.mode=price matches on it)
+    input_price_per_mtok: float | None = None  # $ per 1M prompt tokens (the dollar ledger)
+    # origin api: {base_url, model (the provider's name), api_key_env, endpoint: completions|chat,
+    # reproducible_seeds: does the provider promise equal samples for equal seeds}
+    api: dict[str, Any] | None = None
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
     attn_implementation: str | None = None
@@ -70,9 +74,14 @@ class Model:
     def __post_init__(self) -> None:
         if self.origin not in ORIGINS:
             raise SpecError(f"model {self.name!r}: unknown origin {self.origin!r}; expected one of {ORIGINS}")
-        if float(self.params) <= 0:
-            raise SpecError(f"model {self.name!r}: params must be > 0, got {self.params}")
-        object.__setattr__(self, "params", float(self.params))
+        if self.params is None and self.origin != "api":
+            raise SpecError(f"model {self.name!r}: params is required (the nominal parameter count)")
+        if self.params is not None:
+            if float(self.params) <= 0:
+                raise SpecError(f"model {self.name!r}: params must be > 0, got {self.params}")
+            object.__setattr__(self, "params", float(self.params))
+        if self.origin == "api" and not (self.api and self.api.get("base_url") and self.api.get("model")):
+            raise SpecError(f"model {self.name!r}: origin api needs api.base_url and api.model")
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | DictConfig) -> Model:

@@ -50,12 +50,17 @@ def build_engine(
     vllm: dict[str, Any] | None = None,
     vllm_cpu: dict[str, Any] | None = None,
     hf: dict[str, Any] | None = None,
+    openai: dict[str, Any] | None = None,
+    vllm_server: dict[str, Any] | None = None,
+    api: dict[str, Any] | None = None,
 ) -> Engine:
-    """Start the engine named by ``backend`` ("vllm", "hf" or "auto") on ``checkpoint``.
+    """Start the engine named by ``backend`` on ``checkpoint``.
 
     "auto" picks vLLM with the GPU settings where CUDA is available, vLLM with the CPU settings
     (eager mode, an explicit KV-cache size) where only vllm-cpu is installed, and transformers
-    otherwise, so one command runs on a laptop and on a cluster.
+    otherwise, so one command runs on a laptop and on a cluster. "openai" samples from an API (``api``: the
+    model config's base URL, provider model name, key variable; ``openai``: the client's knobs);
+    "vllm_server" starts a vLLM OpenAI-compatible server on this node and samples through the same client.
     """
     backend = choose_backend(backend)
     if backend in ("vllm", "vllm_cpu"):
@@ -68,4 +73,15 @@ def build_engine(
         from .hf_engine import HFEngine
 
         return HFEngine(checkpoint, **dict(hf or {}))
-    raise ValueError(f"unknown engine backend {backend!r}; expected auto, vllm, vllm_cpu or hf")
+    if backend == "openai":
+        from .openai_engine import OpenAIEngine
+
+        options = {**dict(openai or {}), **dict(api or {})}  # the model's api block wins (e.g. its endpoint)
+        return OpenAIEngine(options.pop("base_url"), options.pop("model"), **options)
+    if backend == "vllm_server":
+        from .server import ServerEngine
+
+        return ServerEngine(checkpoint, **dict(vllm_server or {}))
+    raise ValueError(
+        f"unknown engine backend {backend!r}; expected auto, vllm, vllm_cpu, hf, openai or vllm_server"
+    )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,23 @@ class Engine(abc.ABC):
     """Generate ``n`` samples per prompt. Engines are context managers that free their resources."""
 
     name: str = "engine"
+    reproducible: bool = True  # the same seeds give the same samples (a hosted API may not promise it)
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
         """One Generation per request, in request order, each with exactly ``request.n`` completions."""
+
+    def stream(
+        self, requests: Iterable[tuple[K, Request]], settings: SamplingSettings
+    ) -> Iterator[tuple[K, Generation]]:
+        """Each ``(key, request)``'s Generation as ``(key, generation)``, in the order they complete.
+
+        Requests are pulled from ``requests`` only as the engine has room for them, so a caller can hand
+        over a whole run and write results as they come back (the sampling stage). This default serves
+        engines without continuous batching one request at a time; vLLM and the API engine override it.
+        """
+        for key, request in requests:
+            yield key, self.generate([request], settings)[0]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release processes and memory (vLLM keeps GiBs until its engine core is shut down)."""

@@ -31,6 +31,7 @@ from .base import Completion, Engine, Generation, Request, SamplingSettings
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_sleep = time.sleep  # the backoff's wait (one name, so a test can watch the waits)
 
 
 class EngineError(UserError, RuntimeError):
@@ -79,6 +80,7 @@ class OpenAIEngine(Engine):
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 300.0,
         send_seed: bool = True,
+        reproducible_seeds: bool = False,
         extra_body: dict[str, Any] | None = None,
         name: str = "openai",
     ) -> None:
@@ -96,6 +98,9 @@ class OpenAIEngine(Engine):
                     f"the API key is read from ${api_key_env}, which is not set in this environment"
                 )
         self.name = name
+        # Hosted APIs treat a seed as best effort: samples are reproducible only where the server promises
+        # it (a vLLM server: yes). The run's summary says which (``reproducible``).
+        self.reproducible = bool(send_seed and reproducible_seeds)
         self.model = model
         self.endpoint = endpoint
         self.max_in_flight = int(max_in_flight)
@@ -237,7 +242,7 @@ class OpenAIEngine(Engine):
             log.info(
                 "request failed (%s); retry %d/%d in %.1f s", last, attempt, self.max_attempts - 1, delay
             )
-            time.sleep(delay)
+            _sleep(delay)
         raise EngineError(
             f"the server at {self._client.base_url} failed {self.max_attempts} attempts; last: {last}"
         )

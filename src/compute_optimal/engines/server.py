@@ -115,9 +115,13 @@ class ServerEngine(OpenAIEngine):
                  **client: Any) -> None:  # fmt: skip
         self.server = VLLMServer(checkpoint, options=server, startup_timeout_s=startup_timeout_s)
         try:
-            super().__init__(
-                f"{self.server.url}/v1", self.server.served_name, **{"name": "vllm_server", **client}
-            )
+            # A vLLM server honours seeds and returns each sample's token ids (its exact token count).
+            defaults = {
+                "name": "vllm_server",
+                "reproducible_seeds": True,
+                "extra_body": {"return_token_ids": True},
+            }
+            super().__init__(f"{self.server.url}/v1", self.server.served_name, **{**defaults, **client})
         except BaseException:
             self.server.close()
             raise

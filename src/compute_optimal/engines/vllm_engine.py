@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from .base import Completion, Engine, Generation, Request, SamplingSettings
+from .base import Completion, Engine, Generation, K, Request, SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class VLLMEngine(Engine):
         seed: int = 0,
         batch_invariant: bool = False,
         backend: str = "vllm",
+        max_in_flight_seqs: int = 1024,
         **llm_kwargs: Any,
     ) -> None:
         # Second guard against "Cannot re-initialize CUDA in forked subprocess": whatever touched CUDA in
@@ -65,36 +67,66 @@ class VLLMEngine(Engine):
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.name = backend
+        # Sequences in flight when streaming: several times the scheduler's batch (max_num_seqs), so it
+        # never waits for work, and few enough that results come back roughly in the order asked.
+        self.max_in_flight_seqs = int(max_in_flight_seqs)
+        self._ids = itertools.count()
         log.info("starting vLLM on %s", checkpoint)
         self._llm = LLM(**kwargs)
 
-    def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
+    def _params(self, request: Request, settings: SamplingSettings) -> Any:
         from vllm import SamplingParams
 
+        return SamplingParams(
+            n=request.n,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_new_tokens,
+            stop=list(settings.stop),
+            seed=request.seed,
+        )
+
+    def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
+        """One ``LLM.generate`` call over all requests (what the benchmark calls the bare engine)."""
         if not requests:
             return []
-        params = [
-            SamplingParams(
-                n=r.n,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                max_tokens=settings.max_new_tokens,
-                stop=list(settings.stop),
-                seed=r.seed,
-            )
-            for r in requests
-        ]
+        params = [self._params(r, settings) for r in requests]
         outputs = self._llm.generate([r.prompt for r in requests], params, use_tqdm=False)
-        return [
-            Generation(
-                prompt_tokens=len(out.prompt_token_ids),
-                completions=tuple(
-                    Completion(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop")
-                    for c in sorted(out.outputs, key=lambda c: c.index)
-                ),
-            )
-            for out in outputs
-        ]
+        return [_generation(out) for out in outputs]
+
+    def stream(
+        self, requests: Iterable[tuple[K, Request]], settings: SamplingSettings
+    ) -> Iterator[tuple[K, Generation]]:
+        """Keep the engine's batch full: requests are added (``LLMEngine.add_request``) while fewer than
+        ``max_in_flight_seqs`` sequences are unfinished, the engine steps, and each request is yielded
+        the moment its n samples are done. No barrier anywhere: the scheduler always has work queued."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self._llm.llm_engine
+        pending, keys, in_flight = iter(requests), {}, 0
+        try:
+            while True:
+                while in_flight < self.max_in_flight_seqs:
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    key, request = item
+                    params = self._params(request, settings)
+                    params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when done
+                    request_id = f"stream-{next(self._ids)}"
+                    engine.add_request(request_id, request.prompt, params)
+                    keys[request_id] = (key, request.n)
+                    in_flight += request.n
+                if not keys:
+                    return
+                for out in engine.step():
+                    if out.finished and out.request_id in keys:
+                        key, n = keys.pop(out.request_id)
+                        in_flight -= n
+                        yield key, _generation(out)
+        finally:
+            if keys:  # the caller stopped early (an error, a kill): free the engine of what is left
+                engine.abort_request(list(keys), internal=False)
 
     def close(self) -> None:
         # Without this the engine-core process keeps its memory (~4.4 GiB on CPU) until exit.
@@ -102,3 +134,13 @@ class VLLMEngine(Engine):
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+
+
+def _generation(out: Any) -> Generation:
+    return Generation(
+        prompt_tokens=len(out.prompt_token_ids),
+        completions=tuple(
+            Completion(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop")
+            for c in sorted(out.outputs, key=lambda c: c.index)
+        ),
+    )

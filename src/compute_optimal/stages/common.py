@@ -69,6 +69,13 @@ def engine_settings(engine: DictConfig, model: Model, seed: int) -> dict[str, An
     raw = OmegaConf.to_container(engine, resolve=False)
     node = OmegaConf.create({"model": model.as_dict(), "seed": seed, "engine": raw})
     settings = OmegaConf.to_container(node.engine, resolve=True)
+    if model.origin == "api":  # an API-served model has one engine: the OpenAI-compatible client
+        if settings["backend"] not in ("auto", "openai"):
+            raise ModelError(
+                f"model {model.name!r} is served by an API: use engine=openai (or auto), not {settings['backend']}"
+            )
+        settings["backend"] = "openai"
+        return settings
     # "auto" is decided here, before any output is written: a job whose GPUs CUDA cannot use stops now.
     settings["backend"] = choose_backend(settings["backend"])
     return settings
@@ -83,9 +90,8 @@ def engine_for(model: Model, engine: DictConfig, seed: int) -> LazyEngine:
         lambda: build_engine(
             resolve_checkpoint(model),
             settings["backend"],
-            vllm=settings.get("vllm"),
-            vllm_cpu=settings.get("vllm_cpu"),
-            hf=settings.get("hf"),
+            **{k: settings.get(k) for k in ("vllm", "vllm_cpu", "hf", "openai", "vllm_server")},
+            api=model.api,
         )
     )
 
