@@ -158,22 +158,42 @@ def test_a_refused_request_is_not_retried(server: VLLMServer) -> None:
         assert engine.usage.attempts == 1
 
 
-def api_model_args(url: str) -> list[str]:
-    """tiny_random as an API-served model of the running test server (a model config's api block)."""
-    return ["model=tiny_random", "model.origin=api", f"+model.api.base_url='{url}/v1'", "+model.api.model=tiny",
+def api_model_args(url: str, model: str = "tiny_random") -> list[str]:
+    """A tiny model config as an API-served model of the running test server (a model config's api block)."""
+    return [f"model={model}", "model.origin=api", f"+model.api.base_url='{url}/v1'", "+model.api.model=tiny",
             "+model.api.reproducible_seeds=true", "+model.api.extra_body.return_token_ids=true"]  # fmt: skip
 
 
-def test_price_matched_budget_through_the_command(server: VLLMServer, tmp_path: Path) -> None:
-    """budget.mode=price end to end: S = floor(S_ref · $_ref / $_m), dollars in the summary."""
-    args = [*api_model_args(server.url), "pair=tiny", "budget=low", "budget.mode=price", "budget.reference_price=3.0",
-            "model.price_per_mtok=1.0", "dataset.limit=4", "logger=none", "progress=false"]  # fmt: skip
-    run_entry_point("run_sample.py", tmp_path, *args)
-    run_dir = tmp_path / "sample" / "arith" / "tiny_random" / "low-price" / "seed0"
-    summary = pd.read_json(run_dir / "summary.json", typ="series")
-    assert summary["samples_per_problem"] == 3 and summary["reference_price"] == 3.0
-    assert summary["measured_dollars"] == pytest.approx(summary["generated_tokens"] * 1.0 / 1e6)
-    assert summary["engine"] == "openai" and summary["reproducible"]
+def test_price_matched_budgets_and_report_through_the_commands(server: VLLMServer, tmp_path: Path) -> None:
+    """budget.mode=price end to end: S = floor(S_ref · $_ref / $_m), dollars in the summaries, and the data
+    report of the price-matched pair (task.matching=price)."""
+    common = ["pair=tiny", "budget=low", "budget.mode=price", "budget.reference_price=3.0", "dataset.limit=4",
+              "logger=none", "progress=false"]  # fmt: skip
+    run_entry_point(
+        "run_sample.py", tmp_path, *api_model_args(server.url), "model.price_per_mtok=1.0", *common
+    )
+    run_entry_point(
+        "run_sample.py",
+        tmp_path,
+        *api_model_args(server.url, "tiny_random_x2"),
+        "model.price_per_mtok=3.0",
+        *common,
+    )
+    runs_dir = tmp_path / "sample" / "arith"
+    wc = pd.read_json(runs_dir / "tiny_random" / "low-price" / "seed0" / "summary.json", typ="series")
+    se = pd.read_json(runs_dir / "tiny_random_x2" / "low-price" / "seed0" / "summary.json", typ="series")
+    assert (wc["samples_per_problem"], se["samples_per_problem"]) == (3, 1) and wc["reference_price"] == 3.0
+    assert wc["measured_dollars"] == pytest.approx(wc["generated_tokens"] * 1.0 / 1e6)
+    assert se["measured_dollars"] == pytest.approx(se["generated_tokens"] * 3.0 / 1e6)
+    assert wc["planned_dollars"] == pytest.approx(se["planned_dollars"])  # equal dollars planned
+    assert wc["engine"] == "openai" and wc["reproducible"]
+    report = ["task=data_report", "pair=tiny", "task.matching=price", "task.budgets=[low]", "task.number_matched=false",
+              "logger=none"]  # fmt: skip
+    run_entry_point("run_eval.py", tmp_path, *report)
+    data = (
+        tmp_path / "reports" / "data" / "arith" / "tiny_random-vs-tiny_random_x2" / "seed0" / "report.md"
+    ).read_text()
+    assert "| low | price | 3 / 1 |" in data
 
 
 def test_sigkill_mid_run_resumes_requesting_only_unwritten_chunks(server: VLLMServer, tmp_path: Path) -> None:

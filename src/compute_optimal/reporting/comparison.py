@@ -145,6 +145,7 @@ class DataComparison:
     fpr: dict[tuple[str, str], FPR] = field(default_factory=dict)  # (model, budget folder) -> FPR
     fpr_note: str = "not measured"
     warnings: list[str] = field(default_factory=list)
+    matching: str = COMPUTE  # the main comparison's budget mode: compute (FLOPs) or price (dollars: API pairs)
 
     def compute_runs(self) -> list[RunData]:
         return [r for b in self.budgets for r in (b.wc, b.se)]
@@ -164,7 +165,7 @@ class DataComparison:
         """One row per (budget, matching): coverage, diversity, FPR of WC and SE, and WC over SE."""
         rows = []
         for b in self.budgets:
-            rows.append(self._row(b.budget, COMPUTE, b.wc, b.se, b.wc.samples))
+            rows.append(self._row(b.budget, self.matching, b.wc, b.se, b.wc.samples))
             if b.number_wc and b.number_se:
                 rows.append(self._row(b.budget, NUMBER, b.number_wc, b.number_se, b.number_wc.samples))
             elif b.missing_number:
@@ -181,7 +182,7 @@ class DataComparison:
             row.update(
                 {f"{name}_wc": w, f"{name}_se": s, f"{name}_rel_pct": metrics.relative_difference(w, s)}
             )
-        w_fpr, s_fpr = (self._fpr(wc), self._fpr(se)) if matching == COMPUTE else (None, None)
+        w_fpr, s_fpr = (self._fpr(wc), self._fpr(se)) if matching == self.matching else (None, None)
         row.update(
             fpr_wc=w_fpr,
             fpr_se=s_fpr,
@@ -257,9 +258,12 @@ def load_comparison(
     seed: int = 0,
     number_matched: bool = True,
     near_duplicate: float | None = None,
+    matching: str = COMPUTE,
 ) -> DataComparison:
-    """Find and load the compute-matched runs of both models at each budget (all must be finished),
-    and the number-matched runs where they exist."""
+    """Find and load the ``matching``-matched runs (compute, or price for API pairs) of both models at each
+    budget (all must be finished), and the number-matched runs where they exist."""
+    if matching not in (COMPUTE, "price"):
+        raise AnalysisError(f"task.matching must be compute or price, got {matching!r}")
     if wc_model == se_model:
         raise AnalysisError(f"WC and SE are the same model ({wc_model}): nothing to compare")
     if not budgets:
@@ -269,18 +273,18 @@ def load_comparison(
     def ref(model: str, budget: str, mode: str) -> RunRef:
         return RunRef(outputs, dataset, model, budget, mode, seed)
 
-    refs = [ref(m, b, COMPUTE) for b in budgets for m in (wc_model, se_model)]
+    refs = [ref(m, b, matching) for b in budgets for m in (wc_model, se_model)]
     problems = [p for p in (r.problem() for r in refs) if p]
     if problems:
         raise runs.RunError(
             f"the {dataset} data report needs {len(problems)} more finished sampling run(s):\n  "
             + "\n  ".join(problems)
         )
-    comparison = DataComparison(dataset, wc_model, se_model, seed, near_duplicate, [])
+    comparison = DataComparison(dataset, wc_model, se_model, seed, near_duplicate, [], matching=matching)
     for budget in budgets:
         wc, se = (
-            load_run(ref(wc_model, budget, COMPUTE), near_duplicate),
-            load_run(ref(se_model, budget, COMPUTE), near_duplicate),
+            load_run(ref(wc_model, budget, matching), near_duplicate),
+            load_run(ref(se_model, budget, matching), near_duplicate),
         )
         comparison.warnings += check_pair(wc, se)
         entry = BudgetComparison(budget, wc, se)

@@ -16,7 +16,7 @@ import pandas as pd
 from .. import runs
 from ..analysis import distinct_definition
 from . import plots
-from .comparison import COMPUTE, NUMBER, BudgetComparison, DataComparison, RunData
+from .comparison import NUMBER, BudgetComparison, DataComparison, RunData
 
 REPORT = "report.md"
 DATA = "comparison.json"
@@ -191,7 +191,7 @@ def _fpr_markdown(comparison: DataComparison) -> str:
     diffs = []
     for r in comparison.headline().to_dict("records"):
         if (
-            r.get("matching") == COMPUTE
+            r.get("matching") == comparison.matching
             and r.get("fpr_diff_pp") is not None
             and not pd.isna(r["fpr_diff_pp"])
         ):

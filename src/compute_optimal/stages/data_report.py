@@ -44,6 +44,7 @@ def run(cfg: DictConfig) -> StageResult:
         seed=task.seed,
         number_matched=task.number_matched,
         near_duplicate=task.near_duplicate,
+        matching=task.matching,
     )
     if method == "human":
         labels = Path(task.fpr.labels_file)
