@@ -150,6 +150,21 @@ def test_a_failing_server_stops_the_run_and_the_fixed_rerun_proceeds(
     assert summary["num_samples"] == len(PROBLEMS) * 2
 
 
+def test_the_chat_endpoint_samples_through_the_chat_template(server: VLLMServer) -> None:
+    """endpoint=chat (APIs without the completions endpoint, e.g. Google's): the prompt is one user message."""
+    requests = [Request("What is 2 + 3?", 2, 7)]
+    with client(f"{server.url}/v1", endpoint="chat") as engine:
+        first, again = engine.generate(requests, SETTINGS), engine.generate(requests, SETTINGS)
+    direct = httpx.post(f"{server.url}/v1/chat/completions", json={
+        "model": "tiny", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "n": 2, "temperature": 1.0,
+        "top_p": 1.0, "max_tokens": 12, "seed": 7, "return_token_ids": True}, timeout=60).json()  # fmt: skip
+    choices = sorted(direct["choices"], key=lambda c: c["index"])
+    assert first == again and len(first[0].completions) == 2
+    assert [c.text for c in first[0].completions] == [c["message"]["content"] for c in choices]
+    assert first[0].prompt_tokens == direct["usage"]["prompt_tokens"]
+    assert sum(c.generated_tokens for c in first[0].completions) == direct["usage"]["completion_tokens"]
+
+
 def test_a_refused_request_is_not_retried(server: VLLMServer) -> None:
     with client(f"{server.url}/v1") as engine:
         engine.model = "no-such-model"

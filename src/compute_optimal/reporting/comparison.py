@@ -145,7 +145,9 @@ class DataComparison:
     fpr: dict[tuple[str, str], FPR] = field(default_factory=dict)  # (model, budget folder) -> FPR
     fpr_note: str = "not measured"
     warnings: list[str] = field(default_factory=list)
-    matching: str = COMPUTE  # the main comparison's budget mode: compute (FLOPs) or price (dollars: API pairs)
+    matching: str = (
+        COMPUTE  # the main comparison's budget mode: compute (FLOPs) or price (dollars: API pairs)
+    )
 
     def compute_runs(self) -> list[RunData]:
         return [r for b in self.budgets for r in (b.wc, b.se)]
