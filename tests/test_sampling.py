@@ -124,7 +124,7 @@ def test_table_and_summary(tmp_path: Path, tiny_checkpoint: str) -> None:
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     assert frame["prompt_tokens"].iloc[0] == len(tok(plan.template.render(PROBLEMS[0].question)).input_ids)
-    assert plan.run.is_finished() and runs.is_finished(plan.run.path)
+    assert plan.run.is_finished() and (plan.run.path / "summary.json").is_file()
     assert plan.run.summary_path == plan.run.path / "summary.json"
     assert json.loads(plan.run.summary_path.read_text()) == summary
     assert summary["samples_path"] == str(plan.run.path / "samples.parquet")

@@ -213,14 +213,6 @@ def _command(script: str, args: list[str], seed: int) -> str:
     return " ".join(["python", script, *args, *([f"seed={seed}"] if seed else [])])
 
 
-def is_finished(run_dir: str | os.PathLike) -> bool:
-    return (Path(run_dir) / SUMMARY).is_file()
-
-
-def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    return SampleRun(Path(run_dir)).read_summary()
-
-
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write to a temporary file in the same folder, then rename: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)

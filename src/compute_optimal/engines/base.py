@@ -20,6 +20,12 @@ class SamplingSettings:
     stop: tuple[str, ...] = ()
 
 
+def clip_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop sequence (not included); engines that may run past one clip with it."""
+    cut = min((i for i in (text.find(s) for s in stop) if i != -1), default=len(text))
+    return text[:cut]
+
+
 @dataclass(frozen=True)
 class Request:
     """``n`` samples for one prompt; ``seed`` makes them reproducible whatever the batching."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from .base import Completion, Engine, Generation, Request, SamplingSettings
+from .base import Completion, Engine, Generation, Request, SamplingSettings, clip_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,7 @@ class HFEngine(Engine):
                     n_tokens, hit_eos = i, True  # EOS itself and the padding after it are not counted
                     break
             text = self.tokenizer.decode(row[:n_tokens], skip_special_tokens=True)
-            clipped = _clip(text, settings.stop)
+            clipped = clip_at_stop(text, settings.stop)
             stopped = hit_eos or clipped != text or n_tokens < settings.max_new_tokens
             completions.append(Completion(clipped, n_tokens, "stop" if stopped else "length"))
         return Generation(prompt_tokens=prompt_len, completions=tuple(completions))
-
-
-def _clip(text: str, stop: Sequence[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop) if i != -1), default=len(text))
-    return text[:cut]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from .base import Completion, Engine, Generation, Request, SamplingSettings
+from .base import Completion, Engine, Generation, Request, SamplingSettings, clip_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class OpenAIEngine(Engine):
                 self.usage.token_counts = "usage split by text length"
         completions = tuple(
             Completion(
-                _clip(text, settings.stop),
+                clip_at_stop(text, settings.stop),
                 int(count),
                 "length" if c.get("finish_reason") == "length" else "stop",
             )
@@ -252,12 +252,6 @@ def _text(choice: dict[str, Any]) -> str:
     if "text" in choice:
         return choice.get("text") or ""
     return (choice.get("message") or {}).get("content") or ""
-
-
-def _clip(text: str, stop: Sequence[str]) -> str:
-    """Servers stop at a stop sequence already; clip again in case one ignores it."""
-    cut = min((i for i in (text.find(s) for s in stop) if i != -1), default=len(text))
-    return text[:cut]
 
 
 def _split(total: int, texts: Sequence[str]) -> list[int]:
