@@ -16,7 +16,7 @@ from compute_optimal import metrics, models, runs
 from compute_optimal.analysis import AnalysisError, data_quality
 from compute_optimal.budget import Budget
 from compute_optimal.data.arith import generate_split
-from compute_optimal.engines import LazyEngine, build_engine
+from compute_optimal.engines import Completion, Engine, Generation, LazyEngine, build_engine
 from compute_optimal.reporting import RunRef, check_pair, load_comparison, load_run, write_report
 from compute_optimal.resolvers import model_config
 from compute_optimal.sampling import COLUMNS, SamplingConfig, plan_sampling, run_sampling, summarize
@@ -198,10 +198,15 @@ KNOWN = {
 }
 
 
+def known_completion(problem, text: str) -> str:
+    return f"Solution {text}. The answer is {problem.answer}."
+
+
 def write_known_run(
-    root: Path, model: str, budget_name: str, mode: str, completions, dataset="arith"
+    root: Path, model: str, budget_name: str, mode: str, completions, dataset="arith", render=known_completion
 ) -> Path:
-    """A finished run in the sampling stage's exact format (its plan, table dtypes and summarize())."""
+    """A finished run in the sampling stage's exact format (its plan, table dtypes and summarize());
+    ``render(problem, text)`` writes a correct sample's completion."""
     p = plan(root, model, budget_name, mode, PROBLEMS, dataset)
     rows = []
     for problem, texts in zip(PROBLEMS, completions, strict=True):
@@ -215,7 +220,7 @@ def write_known_run(
                     "level": problem.level,
                     "subject": problem.subject,
                     "gold_answer": problem.answer,
-                    "completion": f"Solution {text}. The answer is {problem.answer}." if ok else f"wrong {k}",
+                    "completion": render(problem, text) if ok else f"wrong {k}",
                     "prompt_tokens": 100,
                     "generated_tokens": 20,
                     "finish_reason": "stop",
@@ -393,3 +398,118 @@ def test_runs_of_different_datasets_are_refused(tmp_path: Path) -> None:
         load_comparison(tmp_path, dataset="arith", wc_model=WC, se_model=SE, budgets=["low"])
     with pytest.raises(AnalysisError, match="same model"):
         load_comparison(tmp_path, dataset="arith", wc_model=WC, se_model=WC, budgets=["low"])
+
+
+# --- the exact false-positive rate (arith) and the arithmetic check (GSM8K) ----------------------
+
+# Per problem (levels 1, 1, 2, 3), the correct samples: REF is the problem's reference solution (right
+# reasoning), LUCK its answer without any computation (a false positive); None a wrong answer.
+EXACT_RUNS = {
+    (WC, "low", "compute"): [["REF", "LUCK"], ["REF", None], ["LUCK", "LUCK"], [None, None]],
+    (SE, "low", "compute"): [["REF"], ["REF"], [None], ["LUCK"]],
+}
+
+
+def exact_completion(problem, text: str) -> str:
+    if text == "REF":
+        return problem.solution
+    if text == "BAD":  # a wrong computation, the right answer
+        return f"So 14*20 = 140 and <<48/2=24>>24. The answer is {problem.answer}."
+    return f"I just know it. The answer is {problem.answer}."
+
+
+@pytest.fixture
+def exact_runs(tmp_path: Path) -> Path:
+    for (model, budget_name, mode), completions in EXACT_RUNS.items():
+        write_known_run(tmp_path, model, budget_name, mode, completions, render=exact_completion)
+    return tmp_path
+
+
+def exact_row(model: str, level: str, rated: int, wrong: int, label: str = "exact") -> str:
+    low, high = metrics.wilson_interval(wrong, rated)
+    return (
+        f"| {model} | low-compute | {level} | {label} | {rated} | {wrong} | 0 | {wrong / rated:.3f} | "
+        f"[{low:.3f}, {high:.3f}] |"
+    )
+
+
+def test_exact_fpr_of_runs_with_known_false_positives(exact_runs: Path) -> None:
+    result = data_report.run(compose_eval(exact_runs, "task.budgets=[low]")).summary
+    text = Path(result["report"]).read_text()
+    assert "### Exact process check: every answer-correct sample" in text
+    assert "A sample passes the exact process check when" in text  # the definition beside the table
+    # WC: level 1 has REF, LUCK, REF (1 of 3 false); level 2 LUCK, LUCK (2 of 2); all: 3 of 5.
+    # SE: level 1 REF, REF (0 of 2); level 3 LUCK (1 of 1); all: 1 of 3.
+    for row in [
+        exact_row(WC, "1", 3, 1),
+        exact_row(WC, "2", 2, 2),
+        exact_row(WC, "all", 5, 3),
+        exact_row(SE, "1", 2, 0),
+        exact_row(SE, "3", 1, 1),
+        exact_row(SE, "all", 3, 1),
+    ]:
+        assert row in text, row
+    assert "- low: WC − SE = +26.7 pp (exact)" in text
+    assert "Not measured: task.fpr.method=none" in text  # the judge / human FPR is apart
+    data = json.loads(Path(result["data"]).read_text())["process_fpr"]
+    assert data["method"] == "exact process check" and data["judge_calibration"] == []
+    overall = {(r["model"], r["level"]): (r["incorrect"], r["rated"]) for r in data["rows"]}
+    assert overall[WC, "all"] == (3, 5) and overall[SE, "all"] == (1, 3)
+    assert {r["label"] for r in data["rows"]} == {"exact"}
+
+
+def test_gsm8k_reports_the_arithmetic_check_as_a_lower_bound(tmp_path: Path) -> None:
+    runs_ = {(WC, "low", "compute"): [["REF", "BAD"], ["BAD", None], [None, None], [None, None]]}
+    runs_[SE, "low", "compute"] = [["REF"], [None], [None], ["BAD"]]
+    for (model, budget_name, mode), completions in runs_.items():
+        write_known_run(tmp_path, model, budget_name, mode, completions, "gsm8k", exact_completion)
+    result = data_report.run(compose_eval(tmp_path, "dataset=gsm8k", "task.budgets=[low]")).summary
+    text = Path(result["report"]).read_text()
+    label = "arithmetic check (lower bound)"
+    assert (
+        "### Arithmetic check (lower bound): every answer-correct sample" in text
+        and "lower bound on the false-positive rate" in text
+    )
+    assert exact_row(WC, "all", 3, 2, label) in text and exact_row(SE, "all", 2, 1, label) in text
+    assert "| exact |" not in text
+
+
+class JudgeByProblem(Engine):
+    """A scripted judge: CORRECT on p1, INCORRECT on p2, no verdict on p4, and on p3 INCORRECT when the
+    solution writes no computation."""
+
+    def generate(self, requests, settings):
+        out = []
+        for request in requests:
+            block = request.prompt.rsplit("### Problem\n", 1)[1]
+            question, rest = block.split("\n### Reference answer", 1)
+            index = [p.question for p in PROBLEMS].index(question)
+            solution = rest.split("### Solution\n", 1)[1]
+            reply = {0: "VERDICT: CORRECT", 1: "VERDICT: INCORRECT", 3: "no idea"}.get(
+                index, "VERDICT: CORRECT" if "=" in solution else "VERDICT: INCORRECT"
+            )
+            out.append(Generation(10, (Completion(reply, 5, "stop"),)))
+        return out
+
+
+def test_llm_judge_is_scored_against_the_exact_check(
+    exact_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data_report, "engine_for", lambda *args: LazyEngine(JudgeByProblem))
+    overrides = ("task.budgets=[low]", "task.fpr.method=judge", "task.fpr.per_problem=4")
+    result = data_report.run(compose_eval(exact_runs, *overrides)).summary
+    data = json.loads(Path(result["data"]).read_text())["process_fpr"]
+    calibration = {r["run"]: r for r in data["judge_calibration"]}
+    # WC (judge / exact): p1 REF C/C, p1 LUCK C/I, p2 REF I/C, p3 LUCK I/I twice -> TP 2, FP 1, FN 1, TN 1.
+    # SE: p1 REF C/C, p2 REF I/C, p4 LUCK unknown -> FP 1, TN 1, unknown 1.
+    wc, se, both = calibration[f"{WC} low-compute"], calibration[f"{SE} low-compute"], calibration["all"]
+    assert [wc[k] for k in ("tp", "fp", "fn", "tn", "unknown")] == [2, 1, 1, 1, 0]
+    assert [se[k] for k in ("tp", "fp", "fn", "tn", "unknown")] == [0, 1, 0, 1, 1]
+    # All 7 rated: p_o = 4/7, judge says incorrect 4/7, exact 3/7 -> p_e = 24/49, kappa = 4/25.
+    assert [both[k] for k in ("tp", "fp", "fn", "tn", "unknown", "rated")] == [2, 2, 1, 2, 1, 7]
+    assert both["agreement"] == pytest.approx(4 / 7) and both["kappa"] == pytest.approx(0.16)
+    assert both["precision"] == pytest.approx(0.5) and both["recall"] == pytest.approx(2 / 3)
+    text = Path(result["report"]).read_text()
+    assert "### The LLM judge against the exact check" in text
+    assert "| all | 7 | 1 | 0 | 2 | 2 | 1 | 2 | 0.571 | 0.500 | 0.667 | 0.160 |" in text
+    assert f"LLM judge ({SE})" in text  # the judge's own FPR rows are still there

@@ -58,6 +58,43 @@ def test_extract_gsm8k_forms(text: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        # A fraction after the anchor is the answer (in lowest terms), not its numerator ...
+        ("The answer is 7/2.", "7/2"),
+        ("The answer is -3/4", "-3/4"),
+        ("#### 7/2", "7/2"),
+        ("The answer is 6/8 of a pie.", "3/4"),
+        ("The answer is 8/2.", "4"),
+        # ... but a date is not a fraction, and the first number after the anchor stays the answer.
+        ("The answer is 12/25/2020.", "12"),
+        ("The answer is 5. 3 apples are left.", "5"),
+        ("The answer is 5 3/4", "5"),
+        # Thousands separated by spaces: groups of exactly three digits after 1-3 digits.
+        ("The answer is 1 234 567.", "1234567"),
+        ("The answer is 12 000.", "12000"),
+        ("The answer is 12\u00a0000 apples.", "12000"),
+        ("The answer is $1 200.50.", "1200.5"),
+        # Not thousands: two separate numbers keep the old reading (the first one).
+        ("The answer is 3 4-packs.", "3"),
+        ("The answer is 2 100-packs.", "2"),
+        ("The answer is 12 0000", "12"),
+        ("The answer is 2 1000", "2"),
+    ],
+)
+def test_extract_numeric_fractions_and_spaced_thousands(text: str, expected: str) -> None:
+    assert extract_answer(text, "gsm8k") == expected
+    assert extract_answer(text, "arith") == expected
+
+
+def test_fraction_answers_grade_as_numbers() -> None:
+    assert answers_equal(extract_answer("The answer is 7/2.", "gsm8k"), "3.5", "gsm8k")
+    assert not answers_equal(extract_answer("The answer is 7/2.", "gsm8k"), "7", "gsm8k")
+    [grade] = grade_completions(["So 1 234 567 in all. The answer is 1 234 567."], ["1234567"], "gsm8k")
+    assert grade == Grade("1234567", True, "ok")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("So $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
         ("First \\boxed{1}, then the answer \\boxed{\\sqrt{2}+\\{3\\}}", "\\sqrt{2}+\\{3\\}"),
         ("The answer is \\boxed 2.", "2"),

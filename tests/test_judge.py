@@ -93,6 +93,30 @@ def test_fpr_counts_unknown_apart() -> None:
     assert empty.value is None and empty.interval == (0.0, 1.0)
 
 
+def test_calibration_against_reference_verdicts_by_hand() -> None:
+    pairs = (
+        [("incorrect", "incorrect")] * 3  # TP
+        + [("incorrect", "correct")]  # FP
+        + [("correct", "incorrect")] * 2  # FN
+        + [("correct", "correct")] * 4  # TN
+        + [("unknown", "incorrect"), ("garbage", "correct")]  # the judge gave no verdict
+        + [("incorrect", "unknown")]  # no reference verdict
+    )
+    c = judge.calibrate(pairs)
+    assert (c.tp, c.fp, c.fn, c.tn, c.unknown, c.unreferenced, c.rated) == (3, 1, 2, 4, 2, 1, 10)
+    # p_o = 7/10; the judge says incorrect 4/10, the reference 5/10: p_e = .4*.5 + .6*.5 = .5.
+    assert c.agreement == pytest.approx(0.7) and c.kappa == pytest.approx((0.7 - 0.5) / (1 - 0.5))
+    assert c.precision == pytest.approx(3 / 4) and c.recall == pytest.approx(3 / 5)
+    assert c.as_dict()["kappa"] == pytest.approx(0.4) and c.as_dict()["rated"] == 10
+    # Undefined where nothing was rated or both sides agree on one verdict throughout.
+    empty = judge.calibrate([("unknown", "correct")])
+    assert empty.rated == 0 and empty.agreement is empty.kappa is empty.precision is None
+    same = judge.calibrate([("correct", "correct")] * 3)
+    assert same.agreement == 1.0 and same.kappa is None and same.recall is None
+    # Perfect disagreement on a balanced set: kappa -1.
+    assert judge.calibrate([("correct", "incorrect"), ("incorrect", "correct")]).kappa == pytest.approx(-1.0)
+
+
 class ScriptedEngine(Engine):
     """Replies with fixed texts: the parsing and counting around a judge, without a model."""
 

@@ -247,6 +247,81 @@ def fpr_from_verdicts(verdicts: Iterable[str], method: str) -> FPR:
     return FPR(method, incorrect=counts[INCORRECT], correct=counts[CORRECT], unknown=counts[UNKNOWN])
 
 
+# --- a judge against reference verdicts -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A judge's verdicts against reference verdicts (e.g. the exact process check) on the same solutions.
+
+    The positive class is "incorrect" (a false positive found): ``tp`` judge and reference say
+    incorrect, ``fp`` the judge says incorrect and the reference correct, ``fn`` the judge says correct
+    and the reference incorrect, ``tn`` both say correct. A judge verdict that could not be parsed is
+    counted in ``unknown`` and a solution without a reference verdict in ``unreferenced``; neither
+    enters a rate.
+    """
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    unknown: int = 0
+    unreferenced: int = 0
+
+    @property
+    def rated(self) -> int:
+        return self.tp + self.fp + self.fn + self.tn
+
+    @property
+    def agreement(self) -> float | None:
+        return (self.tp + self.tn) / self.rated if self.rated else None
+
+    @property
+    def precision(self) -> float | None:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
+
+    @property
+    def kappa(self) -> float | None:
+        """Cohen's kappa, (p_o - p_e) / (1 - p_e); None where undefined (nothing rated, or p_e = 1:
+        both sides gave one and the same verdict throughout)."""
+        n = self.rated
+        if not n:
+            return None
+        judge_pos, ref_pos = (self.tp + self.fp) / n, (self.tp + self.fn) / n
+        expected = judge_pos * ref_pos + (1 - judge_pos) * (1 - ref_pos)
+        if expected == 1:
+            return None
+        return ((self.tp + self.tn) / n - expected) / (1 - expected)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "rated": self.rated,
+            "agreement": self.agreement,
+            "precision": self.precision,
+            "recall": self.recall,
+            "kappa": self.kappa,
+        }
+
+
+def calibrate(pairs: Iterable[tuple[str, str]]) -> Calibration:
+    """Count (judge verdict, reference verdict) pairs into a Calibration."""
+    counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "unknown": 0, "unreferenced": 0}
+    for said, truth in pairs:
+        if truth not in (CORRECT, INCORRECT):
+            counts["unreferenced"] += 1
+        elif said not in (CORRECT, INCORRECT):
+            counts["unknown"] += 1
+        else:
+            cell = ("t" if said == truth else "f") + ("p" if said == INCORRECT else "n")
+            counts[cell] += 1
+    return Calibration(**counts)
+
+
 # --- human labels -------------------------------------------------------------------------------
 
 SHEET_COLUMNS = [

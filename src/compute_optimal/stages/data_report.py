@@ -2,7 +2,10 @@
 
 config -> the finished sampling runs of the pair (found by config, ``reporting.load_comparison``) ->
 coverage@k, diversity@k and the false-positive rate (``task.fpr.method``: none, an LLM judge, or human
-labels) -> ``report.md`` with figures and ``comparison.json``, the same tables in W&B.
+labels; and, whatever the method, the checkers of :mod:`compute_optimal.process_check` over every
+answer-correct sample: exact on arith, a lower bound from the arithmetic on GSM8K; an LLM judge on arith
+is scored against the exact verdicts) -> ``report.md`` with figures and ``comparison.json``, the same
+tables in W&B.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from .. import judge, runs
+from .. import judge, process_check, runs
 from ..analysis import AnalysisError
 from ..reporting import DataComparison, RunData, load_comparison, write_report
 from ..reporting.data_report import headline_markdown
@@ -46,25 +49,44 @@ def run(cfg: DictConfig) -> StageResult:
         near_duplicate=task.near_duplicate,
         matching=task.matching,
     )
+    if method == "human" and task.export_sheet:
+        return _export(cfg, comparison, Path(task.fpr.labels_file))
+    judged = None
     if method == "human":
-        labels = Path(task.fpr.labels_file)
-        if task.export_sheet:
-            return _export(cfg, comparison, labels)
-        _human_fpr(comparison, labels)
+        _human_fpr(comparison, Path(task.fpr.labels_file))
     elif method == "judge":
-        _judge_fpr(cfg, comparison)
+        judged = _judge_fpr(cfg, comparison)
     else:
         comparison.fpr_note = (
             "task.fpr.method=none; set task.fpr.method=judge (an LLM judge) or task.fpr.method=human "
             "(a labelled sheet)"
         )
-    paths = write_report(comparison, task.report_dir)
-    wandb_dir = _log(cfg, comparison, paths)
+    process = _process_fpr(cfg, comparison)
+    if process is not None and process.exact and judged is not None:
+        process.calibrate(judged[1], judge_name=judged[0])  # the judge scored on the items it judged
+    paths = write_report(comparison, task.report_dir, process=process)
+    wandb_dir = _log(cfg, comparison, paths, process)
     summary = {"task": "data_report", **paths, "wandb_dir": wandb_dir, "headline": comparison.headline()}
+    if process is not None:
+        summary["process_fpr"] = process.table()
     return StageResult(summary, f"{headline_markdown(comparison)}\n\nreport: {paths['report']}")
 
 
 # --- false-positive rate --------------------------------------------------------------------------
+
+
+def _process_fpr(cfg: DictConfig, comparison: DataComparison) -> process_check.ProcessFPR | None:
+    """The checker's FPR over every answer-correct sample of each compute-matched run (no judge cost):
+    the exact process check on arith, the arithmetic check on GSM8K, none elsewhere (MATH)."""
+    process = process_check.checker_for(cfg.dataset.answer_format)
+    if process is None:
+        return None
+    # The exact check needs each problem's reference solution; the samples table lacks it.
+    problems = {p.id: p for p in load_split(cfg.dataset, cfg.dataset.split)} if process.exact else None
+    for run in comparison.compute_runs():
+        verdicts = process_check.sample_verdicts(run.frame, problems)
+        process.add_run(run.model, run.ref.budget_dir, verdicts)
+    return process
 
 
 def _questions(cfg: DictConfig) -> dict[str, str]:
@@ -120,8 +142,11 @@ def _human_fpr(comparison: DataComparison, labels: Path) -> None:
     comparison.fpr_note = f"human labels from `{labels}` ({labelled} of {len(sheet)} rows labelled)"
 
 
-def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
-    """Judge each run's sampled correct solutions (cached per judge model), then count the verdicts."""
+def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> tuple[str, dict[str, list[tuple[str, str]]]]:
+    """Judge each run's sampled correct solutions (cached per judge model), then count the verdicts.
+
+    Returns the judge's name and, per run ("model budget"), its (item_id, verdict) pairs.
+    """
     fpr = cfg.task.fpr
     # The judge: a model config's name, or a whole model config (a judge that has no file in conf/model/).
     model = (
@@ -171,6 +196,11 @@ def _judge_fpr(cfg: DictConfig, comparison: DataComparison) -> None:
         f"to {fpr.num_problems} problems per run with a correct solution, {fpr.per_problem} "
         f"correct solution(s) each; {unknown} verdict(s) could not be parsed (unknown); verdicts in `{cache_dir}`"
     )
+    judged = {
+        f"{run.model} {run.ref.budget_dir}": [(i.item_id, done[i.item_id].verdict) for i in run_items]
+        for run, run_items in items.items()
+    }
+    return name, judged
 
 
 def _read_verdicts(path: Path, key: dict[str, Any]) -> dict[str, judge.JudgeVerdict]:
@@ -196,7 +226,12 @@ def _wandb_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
 
 
-def _log(cfg: DictConfig, comparison: DataComparison, paths: dict[str, Any]) -> str | None:
+def _log(
+    cfg: DictConfig,
+    comparison: DataComparison,
+    paths: dict[str, Any],
+    process: process_check.ProcessFPR | None = None,
+) -> str | None:
     summary: dict[str, Any] = {"report": paths["report"]}
     for row in comparison.headline().to_dict("records"):
         if row.get("missing"):
@@ -216,6 +251,9 @@ def _log(cfg: DictConfig, comparison: DataComparison, paths: dict[str, Any]) -> 
         "runs": comparison.runs_table(),
         "fpr": comparison.fpr_table(),
     }
+    if process is not None:
+        tables["process_fpr"] = process.table()
+        tables["judge_calibration"] = process.calibration_table()
     return log_to_wandb(
         cfg,
         name=f"data-report-{comparison.dataset}-{comparison.wc_model}-vs-{comparison.se_model}-s{comparison.seed}",

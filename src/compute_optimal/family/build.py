@@ -1,0 +1,157 @@
+"""Train a member of a model family from scratch, once per machine, into a cached checkpoint.
+
+A family (``conf/family/<name>.yaml``) is one training recipe shared by its members: the same generated
+problems, tokenizer, token budget, optimizer and seed; the members differ only in their ``arch``. Each
+example is what sampling later asks of the model: the zero-shot prompt frame of the dataset's template,
+then the reference solution, loss on the solution only (``training.sft_data``, the students' format).
+
+The training problems come from the dataset's generator under their own seed, with every question of
+the study's own splits (``conf/dataset/<data.dataset>.yaml``) removed, so the family never sees a
+problem it is later sampled or evaluated on. Same recipe and arch -> the same weights (fixed seeds,
+one ordered data stream); the checkpoint is written like the others (``models._atomic_build``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..data.problem import Problem
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class FamilyError(UserError, ValueError):
+    """A family recipe that cannot be trained (unknown dataset, bad numbers)."""
+
+
+def dataset_loader(name: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from ..resolvers import conf_dir
+
+    path = conf_dir() / "dataset" / f"{name}.yaml"
+    if not path.is_file():
+        raise FamilyError(f"family data: unknown dataset {name!r} (no {path})")
+    loader = OmegaConf.to_container(OmegaConf.load(path).loader, resolve=True)
+    if loader.get("_target_") != "compute_optimal.data.arith.generate_split":
+        raise FamilyError(f"family data: dataset {name!r} is not generated; only arith can train a family")
+    return loader
+
+
+def training_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """``data.num_problems`` generated problems (levels ``data.levels``, seed ``data.seed``), none of
+    them a question of the study dataset's train or test split."""
+    from ..data import arith
+
+    loader = dataset_loader(str(data["dataset"]))
+    held_out = {
+        p.question
+        for split in arith.SPLITS
+        for p in arith.generate_split(
+            split, num_train=loader["num_train"], num_test=loader["num_test"], levels=loader["levels"],
+            seed=loader["seed"],
+        )
+    }  # fmt: skip
+    if int(data["seed"]) == int(loader["seed"]):
+        raise FamilyError(
+            f"family data.seed must differ from dataset {data['dataset']}'s seed {loader['seed']}"
+        )
+    pool = arith.generate_split(
+        "train",
+        num_train=int(data["num_problems"]),
+        num_test=0,
+        levels=list(data["levels"]),
+        seed=int(data["seed"]),
+    )
+    return [p for p in pool if p.question not in held_out]
+
+
+def examples(problems: list[Problem], template: str) -> list[Any]:
+    from ..prompts import get_template
+    from ..training.sft_data import SFTExample
+
+    frame = get_template(template, 0)
+    return [SFTExample(p.id, frame.render(p.question), " " + p.solution) for p in problems]
+
+
+def build_tokenizer(recipe: Mapping[str, Any], out: Path) -> None:
+    from .tokenizer import train_tokenizer
+
+    texts = [e.prompt + e.completion for e in examples(training_problems(recipe["data"]), recipe["template"])]
+    train_tokenizer(texts, int(recipe["tokenizer"]["vocab_size"])).save_pretrained(out)
+
+
+def train(
+    arch: Mapping[str, Any], recipe: Mapping[str, Any], tokenizer_dir: Path, out: Path
+) -> dict[str, Any]:
+    """Train one member; write its checkpoint (safetensors, tokenizer, ``family.json``) to ``out``."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models import _arch_config
+    from ..training.module import lr_lambda
+    from ..training.sft_data import LengthBucketBatches, collate, tokenize
+
+    opt = recipe["train"]
+    torch.manual_seed(int(opt["seed"]))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = AutoModelForCausalLM.from_config(_arch_config(arch, tokenizer), dtype=torch.float32)
+    items = tokenize(examples(training_problems(recipe["data"]), recipe["template"]), tokenizer, 1024)
+    lengths = [len(x["input_ids"]) for x in items]
+    batch_size = int(opt["batch_size"])
+    steps = math.ceil(float(opt["tokens"]) / (batch_size * sum(lengths) / len(lengths)))
+    warmup = int(float(opt["warmup"]) * steps)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(opt["lr"]), weight_decay=float(opt["weight_decay"]), betas=(0.9, 0.95)
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, warmup_steps=warmup, max_steps=steps, schedule="cosine")
+    )
+    batches = LengthBucketBatches(lengths, batch_size, seed=int(opt["seed"]))
+    model.train()
+    seen, step, started, loss = 0, 0, time.monotonic(), float("nan")
+    bar = tqdm(
+        total=steps, desc=f"train {arch.get('hidden_size')}d x {arch.get('num_hidden_layers')}", unit="step"
+    )
+    while step < steps:
+        for indices in batches:
+            batch = collate([items[i] for i in indices], tokenizer.pad_token_id)
+            out_ = model(**batch)
+            out_.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen += int(batch["attention_mask"].sum())
+            step += 1
+            loss = out_.loss.item()
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if step >= steps:
+                break
+    bar.close()
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    card = {
+        "arch": dict(arch),
+        "recipe": dict(recipe),
+        "steps": steps,
+        "tokens": seen,
+        "examples": len(items),
+        "final_loss": round(loss, 4),
+        "params_total": sum(p.numel() for p in model.parameters()),
+        "params_non_embedding": sum(p.numel() for n, p in model.named_parameters() if "embed" not in n),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (out / "family.json").write_text(json.dumps(card, indent=2) + "\n")
+    log.info("trained %s: %s", out.name, card)
+    return card

