@@ -60,7 +60,9 @@ class Model:
     hf_id: str | None = None
     embedded: str | None = None  # origin embedded: the GGUF package's model
     path: str | None = None  # origin local: the exported checkpoint folder
-    arch: dict[str, Any] | None = None  # origin random/trained, or a config-only checkpoint (vLLM dummy weights)
+    arch: dict[str, Any] | None = (
+        None  # origin random/trained, or a config-only checkpoint (vLLM dummy weights)
+    )
     pretrain: dict[str, Any] | None = None  # origin trained: the family's recipe (conf/family/)
     tokenizer_from: str | None = None
     init_seed: int = 0
