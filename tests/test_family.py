@@ -95,6 +95,21 @@ def test_training_problems_hold_out_every_question_of_the_study() -> None:
         training_problems({**recipe["data"], "seed": args.seed})
 
 
+def test_a_study_question_that_the_family_pool_also_draws_is_removed(monkeypatch) -> None:
+    """Chance overlaps are rare, so force one: the study's test split is made of the family pool's first 50
+    problems; they must all be removed from the family's training problems."""
+    data = member("arith_wc", problems=600).pretrain["data"]
+    real = arith.generate_split
+    pool = real("train", num_train=600, num_test=0, levels=list(data["levels"]), seed=data["seed"])
+
+    def study_split(split, **kwargs):
+        return pool[:50] if split == "test" and kwargs.get("seed") != data["seed"] else real(split, **kwargs)
+
+    monkeypatch.setattr(arith, "generate_split", study_split)
+    kept = {p.question for p in training_problems(data)}
+    assert len(kept) == 550 and not kept & {p.question for p in pool[:50]}
+
+
 def _digest(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
