@@ -184,7 +184,7 @@ def _fpr_markdown(comparison: DataComparison) -> str:
             str(r["incorrect"]),
             str(r["unknown"]),
             _num(r["fpr"]),
-            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+            _ci(r["ci_low"], r["ci_high"]),
         ]
         for r in frame.to_dict("records")
     ]
