@@ -470,7 +470,10 @@ def test_every_trainer_config_trains_as_the_slurm_job_it_asks_for(slurm_cluster,
     for job, folder in folders.items():
         array = job.split("_")[0]  # submitit keeps an array's script in the array's folder
         script = (folder.parent / array / f"{array}_submission.sh").read_text()
-        assert [a[0] for a in sacct_attempts(job)] == ["COMPLETED"]
+        states = [a[0] for a in sacct_attempts(job)]
+        assert states == ["COMPLETED"], f"{job}: {states}\n" + "\n".join(
+            f"== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(folder.glob("*_log.*"))
+        )
         tasks[job] = int(script.split("#SBATCH --ntasks-per-node=")[1].split()[0])
     assert sorted(tasks.values()) == [1, 1, 2, 2, 2, 2]
     for trainer in TRAINERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -395,6 +396,24 @@ def test_deepspeed_zero_on_cpu(tiny_data: Path, trainer: str, devices: int) -> N
         if not torch.equal(p.float(), q.float())
     ]
     assert len(changed) == len(list(base.parameters())), "3 ZeRO steps must have changed every weight"
+
+
+@pytest.mark.slow
+def test_training_leaves_no_process_group_behind(tiny_data: Path) -> None:
+    """A DeepSpeed run (gloo on the CPU) destroys its process group before it returns, on every rank.
+    Left to the interpreter's teardown, a gloo group aborted rank 1 of a ZeRO-3 SLURM job in CI after
+    the run had finished (SIGABRT, job FAILED). In-process here, so the test sees the group itself."""
+    import torch.distributed as dist
+
+    from compute_optimal.training.stage import run_training
+
+    plan = _plan(tiny_data, "tiny_random_student", trainer="deepspeed_zero2")  # 1 process on a CPU
+    plan.hparams = dataclasses.replace(plan.hparams, max_steps=1)
+    summary = run_training(
+        plan, problems=PROBLEMS, resolve_checkpoint=models.resolve_checkpoint, progress=False
+    )
+    assert summary["steps"] == 1 and summary["trainer"]["strategy_options"]["stage"] == 2
+    assert not dist.is_initialized()
 
 
 def _tensor_names(checkpoint: str | Path) -> set[str]:
