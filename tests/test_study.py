@@ -160,3 +160,209 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Loading weights" not in again.stderr and "Trainer.fit" not in again.stderr
     assert json.loads((report_dir / "study.json").read_text()) == study
+
+
+# --- the study report over seeds, from evaluation and training runs with known results ----------------
+
+WC, SE, STUDENT = "smollm2_135m", "gemma3_270m", "smollm2_135m"  # pair=embedded; self_improvement: WC learns
+# Greedy correctness of 5 test problems per seed: the base student, the students after WC and after SE data.
+# pass@1 (base, WC, SE) and WC − SE: seed 0 (0.2, 0.6, 0.2) +0.4; seed 1 (0.2, 0.4, 0.4) 0.0; seed 2 (0.4,
+# 0.8, 0.2) +0.6.
+KNOWN_SEEDS = {
+    0: {"base": [1, 0, 0, 0, 0], "wc": [1, 1, 1, 0, 0], "se": [1, 0, 0, 0, 0]},
+    1: {"base": [1, 0, 0, 0, 0], "wc": [1, 1, 0, 0, 0], "se": [0, 1, 1, 0, 0]},
+    2: {"base": [1, 1, 0, 0, 0], "wc": [1, 1, 1, 1, 0], "se": [1, 0, 0, 0, 0]},
+}
+HEADER = "| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (95% CI) | problems |"
+ROW = "| arith | high | self_improvement | smollm2_135m |"
+
+
+def write_study_runs(outputs: Path, seeds: list[int], *, skip: tuple[tuple[int, str], ...] = ()) -> None:
+    """Each seed's base evaluation, training runs (trained on that seed's samples) and student evaluations,
+    as the stages would leave them; ``skip``: (seed, base | wc | se) evaluations left unrun."""
+    from compute_optimal.runs import EvalRun, TrainRun
+    from tests.fake_runs import write_eval_run, write_train_run
+
+    for seed in seeds:
+        known = KNOWN_SEEDS[seed]
+        if (seed, "base") not in skip:
+            write_eval_run(EvalRun.of_base(outputs, "arith", STUDENT, seed), known["base"])
+        for sampler in ("wc", "se"):
+            trained = TrainRun.of(
+                outputs, "arith", "self_improvement", STUDENT, sampler, "high", "compute", seed
+            )
+            samples = outputs / f"sample/arith/{WC if sampler == 'wc' else SE}/high-compute/seed{seed}"
+            write_train_run(
+                trained, samples_run=str(samples), seed=seed, loss_curve=[(1, 2.0 + seed), (2, 1.0)]
+            )
+            if (seed, sampler) not in skip:
+                write_eval_run(EvalRun.of_student(outputs, "arith", trained, seed), known[sampler])
+        data_report = outputs / f"reports/data/arith/{WC}-vs-{SE}/seed{seed}/report.md"
+        data_report.parent.mkdir(parents=True, exist_ok=True)
+        data_report.write_text("# data\n")
+
+
+def compose_study(outputs: Path, *overrides: str):
+    """run_eval.py task=study_report's config on ``outputs``, the self-improvement row only."""
+    return compose_job(
+        "run_eval.py",
+        [f"paths.outputs={outputs}", "logger=none", "task=study_report", "task.regimes=[self_improvement]",
+         *overrides],
+    )  # fmt: skip
+
+
+def bootstrap_cell(seed: int) -> str:
+    """The per-seed WC − SE cell, from the same paired bootstrap the report runs."""
+    from compute_optimal.metrics import paired_bootstrap
+
+    d, lo, hi = paired_bootstrap(KNOWN_SEEDS[seed]["wc"], KNOWN_SEEDS[seed]["se"], seed=seed)
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] | 5 |"
+
+
+def test_study_report_config_names_its_seeds(tmp_path: Path) -> None:
+    from compute_optimal.runs import RunError
+    from compute_optimal.stages.study_report import seeds_of
+
+    def report_dir(cfg) -> Path:
+        return Path(cfg.task.report_dir)
+
+    one = compose_study(tmp_path)
+    assert seeds_of(one) == [0]
+    assert report_dir(one) == tmp_path / f"reports/study/{WC}-vs-{SE}-seed0"
+    assert seeds_of(compose_study(tmp_path, "seed=2")) == [2]  # the default follows `seed`, as before
+    three = compose_study(tmp_path, "task.seeds=[0,1,2]")
+    assert seeds_of(three) == [0, 1, 2]
+    assert report_dir(three) == tmp_path / f"reports/study/{WC}-vs-{SE}-seeds0-1-2"
+    assert report_dir(compose_study(tmp_path, f"task.report_dir={tmp_path}/mine")) == tmp_path / "mine"
+    for bad in ("task.seeds=[]", "task.seeds=[1,1]"):
+        with pytest.raises(RunError, match=r"task\.seeds"):
+            seeds_of(compose_study(tmp_path, bad))
+
+
+def test_study_report_single_seed_is_the_single_seed_report(tmp_path: Path) -> None:
+    """One seed: the report, study.json and console text of the single-seed study (no aggregates)."""
+    from compute_optimal.stages import study_report
+
+    write_study_runs(tmp_path, [0])
+    result = study_report.run(compose_study(tmp_path))
+    report_dir = tmp_path / f"reports/study/{WC}-vs-{SE}-seed0"
+    assert result.summary["report_dir"] == str(report_dir)
+    report = (report_dir / "report.md").read_text()
+    row = f"{ROW} 0.200 | 0.600 | 0.200 | {bootstrap_cell(0)}"
+    assert (
+        f"## Headline\n\n{HEADER}\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{row}\n" in report
+    )
+    assert "## Per seed" not in report and "seeds" not in report and "Seed check" not in report
+    assert "Missing runs" not in report
+    assert f"[data report](../../data/arith/{WC}-vs-{SE}/seed0/report.md)" in report
+    study = json.loads((report_dir / "study.json").read_text())
+    assert isinstance(study, list) and len(study) == 1
+    assert set(study[0]) == {"dataset", "budget", "regime", "student", "base", "wc", "se", "wc_minus_se",
+                             "num_problems", "runs"}  # fmt: skip
+    assert (study[0]["base"], study[0]["wc"], study[0]["se"]) == pytest.approx((0.2, 0.6, 0.2))
+    assert study[0]["wc_minus_se"][0] == pytest.approx(0.4) and study[0]["num_problems"] == 5
+    assert result.message.startswith(f"{HEADER}\n") and "per seed" not in result.message
+    assert result.message.endswith(f"\n\nreport: {report_dir / 'report.md'}")
+
+
+def test_study_report_three_seeds_mean_spread_and_rows(tmp_path: Path) -> None:
+    from compute_optimal.stages import study_report
+
+    write_study_runs(tmp_path, [0, 1, 2])
+    result = study_report.run(compose_study(tmp_path, "task.seeds=[0,1,2]"))
+    report_dir = tmp_path / f"reports/study/{WC}-vs-{SE}-seeds0-1-2"
+    assert result.summary["report_dir"] == str(report_dir) and result.summary["seeds"] == [0, 1, 2]
+    study = json.loads((report_dir / "study.json").read_text())
+    assert study["seeds"] == [0, 1, 2]
+    [agg] = study["aggregates"]
+    assert agg["seeds"] == agg["seeds_finished"] == [0, 1, 2] and agg["progress"] == "3 of 3 seeds"
+    sd_base = (0.04 / 3) ** 0.5  # (0.2, 0.2, 0.4): squared deviations 2 x 0.0044 + 0.0178 over n - 1 = 2
+    expected = {
+        "base": (0.8 / 3, sd_base, 0.2, 0.4),
+        "wc": (0.6, 0.2, 0.4, 0.8),
+        "se": (0.8 / 3, sd_base, 0.2, 0.4),
+        "wc_minus_se": (1 / 3, (0.28 / 3) ** 0.5, 0.0, 0.6),  # (0.4, 0.0, 0.6)
+    }
+    for key, (mean, sd, low, high) in expected.items():
+        got = agg[key]
+        assert (got["mean"], got["std"], got["min"], got["max"]) == pytest.approx((mean, sd, low, high)), key
+        assert got["n"] == 3
+    per_seed = study["per_seed"]
+    assert [row["seed"] for row in per_seed] == [0, 1, 2]
+    for row in per_seed:
+        known = {k: sum(v) / 5 for k, v in KNOWN_SEEDS[row["seed"]].items()}
+        assert (row["base"], row["wc"], row["se"]) == pytest.approx((known["base"], known["wc"], known["se"]))
+        assert row["wc_minus_se"][0] == pytest.approx(known["wc"] - known["se"]) and row["num_problems"] == 5
+        assert row["runs"]["wc"].endswith(f"/seed{row['seed']}")
+    report = (report_dir / "report.md").read_text()
+    mean_row = f"{ROW} 0.267 ± 0.115 | 0.600 ± 0.200 | 0.267 ± 0.115 | +0.333 ± 0.306 | +0.000..+0.600 | 3 of 3 seeds |"
+    seed_rows = [
+        f"| 0 {ROW} 0.200 | 0.600 | 0.200 | {bootstrap_cell(0)}",
+        f"| 1 {ROW} 0.200 | 0.400 | 0.400 | {bootstrap_cell(1)}",
+        f"| 2 {ROW} 0.400 | 0.800 | 0.200 | {bootstrap_cell(2)}",
+    ]
+    assert mean_row in report and all(r in report for r in seed_rows)
+    assert report.index(mean_row) < report.index("## Per seed") < report.index(seed_rows[0])
+    assert "Missing runs" not in report and "Seed check" not in report
+    assert (
+        "data reports of [seed 0](" in report
+        and f"[seed 2](../../data/arith/{WC}-vs-{SE}/seed2/report.md)" in report
+    )
+    assert mean_row in result.message and seed_rows[2] in result.message  # the console shows both tables
+    assert {p.name for p in report_dir.glob("*.png")} == {
+        "accuracy.png",
+        "wc_minus_se.png",
+        "loss_curves.png",
+    }
+    # The one-seed report of the same runs has its own folder: neither overwrites the other.
+    study_report.run(compose_study(tmp_path))
+    assert json.loads((report_dir / "study.json").read_text()) == study
+    assert isinstance(
+        json.loads((report_dir.with_name(f"{WC}-vs-{SE}-seed0") / "study.json").read_text()), list
+    )
+
+
+def test_study_report_with_a_seed_missing(tmp_path: Path) -> None:
+    """Seed 2's SE student not evaluated: its row has empty cells and the command; the aggregate rests on
+    seeds 0 and 1, "2 of 3 seeds". A student of seed 1 trained on seed-0 samples is pointed out."""
+    from compute_optimal.runs import TrainRun
+    from compute_optimal.stages import study_report
+    from tests.fake_runs import write_train_run
+
+    write_study_runs(tmp_path, [0, 1, 2], skip=((2, "se"),))
+    mixed = TrainRun.of(tmp_path, "arith", "self_improvement", STUDENT, "se", "high", "compute", 1)
+    write_train_run(mixed, samples_run=str(tmp_path / f"sample/arith/{SE}/high-compute/seed0"), seed=1)
+    result = study_report.run(compose_study(tmp_path, "task.seeds=[0,1,2]"))
+    report_dir = tmp_path / f"reports/study/{WC}-vs-{SE}-seeds0-1-2"
+    study = json.loads((report_dir / "study.json").read_text())
+    [agg] = study["aggregates"]
+    assert agg["progress"] == "2 of 3 seeds" and agg["seeds_finished"] == [0, 1]
+    expected = {
+        "base": (0.2, 0.0, 0.2, 0.2),
+        "wc": (0.5, 0.02**0.5, 0.4, 0.6),
+        "se": (0.3, 0.02**0.5, 0.2, 0.4),
+        "wc_minus_se": (0.2, 0.08**0.5, 0.0, 0.4),
+    }
+    for key, (mean, sd, low, high) in expected.items():
+        got = agg[key]
+        assert (got["mean"], got["std"], got["min"], got["max"]) == pytest.approx((mean, sd, low, high)), key
+        assert got["n"] == 2
+    seed2 = study["per_seed"][2]
+    assert seed2["seed"] == 2 and seed2["wc"] == pytest.approx(0.8) and seed2["se"] is None
+    assert seed2["wc_minus_se"] is None
+    report = (report_dir / "report.md").read_text()
+    assert (
+        f"{ROW} 0.200 ± 0.000 | 0.500 ± 0.141 | 0.300 ± 0.141 | +0.200 ± 0.283 | +0.000..+0.400 | 2 of 3 seeds |"
+        in report
+    )
+    assert f"| 2 {ROW} 0.400 | 0.800 | — | — | — |" in report
+    command = (
+        "python run_eval.py pair=embedded task=evaluate dataset=arith task.student.regime=self_improvement "
+        "task.student.sampler=se budget=high seed=2"
+    )
+    assert (
+        f"## Missing runs\n\nThese cells are empty until their runs exist:\n\n- {STUDENT} after SE data, seed 2: `{command}`"
+        in report
+    )
+    assert "## Seed check" in report and "seed 1, self_improvement, high: the student on SE data" in report
+    assert "2 of 3 seeds" in result.message

@@ -195,6 +195,13 @@ def dirname(overrides: str, limit: int = 200) -> str:
     return f"{overrides[:limit]}..{digest}"
 
 
+def seeds_name(seeds: Any) -> str:
+    """A folder-name part for a list of seeds: ``seed0`` for one, ``seeds0-1-2`` for several (reports over
+    different seeds never overwrite each other)."""
+    seeds = list(seeds) if OmegaConf.is_list(seeds) or isinstance(seeds, list | tuple) else [seeds]
+    return f"seed{seeds[0]}" if len(seeds) == 1 else "seeds" + "-".join(str(s) for s in seeds)
+
+
 def _plain(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
@@ -211,6 +218,7 @@ def register() -> None:
         "co.student": regime_student,
         "co.run_dir": run_dir,
         "co.dirname": dirname,
+        "co.seeds_name": seeds_name,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -6,12 +6,17 @@ confidence interval from a paired bootstrap over test problems (both students an
 problems, so resampling problems keeps the pairing). Accuracy is pass@1 of greedy decoding, as in
 the paper; mean@n over sampled completions is shown beside it. Loss curves of every training run,
 the data report's headline (when built) and the runs each number rests on complete the page.
+
+Several seeds (seed s: the training data sampled with seed s, the student trained and evaluated with
+seed s): one :class:`Comparison` per seed, and per row an :class:`Aggregate` over the seeds that
+finished: mean, sample standard deviation and range (min..max) of each accuracy and of WC − SE. With
+one seed the report is the single-seed report, without aggregates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,86 @@ class Comparison:
     train: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     difference: tuple[float, float, float] | None = None  # WC - SE, CI low, CI high
     num_problems: int = 0
+    seed: int = 0  # sampling, training and evaluation seed
+
+    @property
+    def row(self) -> tuple[str, str, str, str]:
+        """What the seeds of one row share: (dataset, budget, regime, student)."""
+        return self.dataset, self.budget, self.regime, self.student
+
+    @property
+    def finished(self) -> bool:
+        """Base, WC and SE students all evaluated: the seed counts in its row's aggregate."""
+        return self.base.done and self.difference is not None
+
+    def value(self, key: str) -> float | None:
+        """pass@1 (greedy) of ``base``, ``wc`` or ``se``; or ``wc_minus_se``, the paired difference."""
+        if key == "wc_minus_se":
+            return None if self.difference is None else self.difference[0]
+        return getattr(self, key).metric("pass@1_greedy")
+
+
+STATS = ("base", "wc", "se", "wc_minus_se")
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One number over seeds: mean, sample standard deviation (None below two seeds), min and max."""
+
+    mean: float
+    std: float | None
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread | None:
+        if not len(values):
+            return None
+        x = np.asarray(values, dtype=float)
+        std = float(x.std(ddof=1)) if len(x) > 1 else None
+        return cls(float(x.mean()), std, float(x.min()), float(x.max()), len(x))
+
+
+@dataclass
+class Aggregate:
+    """One row of the study over its seeds: one Comparison per requested seed, in the requested order."""
+
+    comparisons: list[Comparison]
+
+    @property
+    def first(self) -> Comparison:
+        return self.comparisons[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [c.seed for c in self.comparisons]
+
+    @property
+    def finished(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.finished]
+
+    @property
+    def progress(self) -> str:
+        """e.g. "2 of 3 seeds": how many requested seeds the aggregate rests on."""
+        return f"{len(self.finished)} of {len(self.comparisons)} seeds"
+
+    def spread(self, key: str) -> Spread | None:
+        """``key`` (one of STATS) over the finished seeds; None where none finished."""
+        return Spread.of([c.value(key) for c in self.finished if c.value(key) is not None])
+
+
+def aggregate(comparisons: Sequence[Comparison]) -> list[Aggregate]:
+    """The comparisons grouped by row (dataset, budget, regime, student), rows in first-seen order."""
+    groups: dict[tuple[str, str, str, str], list[Comparison]] = {}
+    for c in comparisons:
+        groups.setdefault(c.row, []).append(c)
+    return [Aggregate(group) for group in groups.values()]
+
+
+def several_seeds(comparisons: Sequence[Comparison]) -> bool:
+    """Whether the comparisons span more than one seed (the multi-seed report)."""
+    return len({c.seed for c in comparisons}) > 1
 
 
 def load_cell(label: str, run: runs.EvalRun) -> Cell:
@@ -76,14 +161,18 @@ def compare(
     train: dict[str, dict[str, Any] | None],
     *,
     seed: int = 0,
+    resamples: int = 2000,
 ) -> Comparison:
-    comp = Comparison(dataset, budget, regime, student, base, wc, se, train)
+    comp = Comparison(dataset, budget, regime, student, base, wc, se, train, seed=seed)
     if wc.per_problem is not None and se.per_problem is not None:
         common = wc.per_problem.index.intersection(se.per_problem.index)
         if len(common):
             comp.num_problems = len(common)
             comp.difference = paired_bootstrap(
-                wc.per_problem[common].to_numpy(), se.per_problem[common].to_numpy(), seed=seed
+                wc.per_problem[common].to_numpy(),
+                se.per_problem[common].to_numpy(),
+                resamples=resamples,
+                seed=seed,
             )
     return comp
 
@@ -99,24 +188,70 @@ def _diff(c: Comparison) -> str:
     return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def _mean_sd(s: Spread | None, sign: str = "") -> str:
+    if s is None:
+        return "—"
+    return f"{s.mean:{sign}.3f}" + ("" if s.std is None else f" ± {s.std:.3f}")
+
+
+def _range(s: Spread | None) -> str:
+    return "—" if s is None else f"{s.min:+.3f}..{s.max:+.3f}"
+
+
 def headline_table(comparisons: Sequence[Comparison]) -> str:
+    """One row per (dataset, budget, regime); over several seeds each cell is mean ± sample standard
+    deviation over the finished seeds (:func:`seed_table` has each seed's row)."""
+    if several_seeds(comparisons):
+        return mean_table(aggregate(comparisons))
+    return seed_table(comparisons, with_seed=False)
+
+
+def mean_table(aggregates: Sequence[Aggregate]) -> str:
     rows = [
-        "| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (95% CI) | problems |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (mean ± sd) | "
+        "WC − SE (min..max) | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for a in aggregates:
+        c = a.first
+        rows.append(
+            f"| {c.dataset} | {c.budget} | {c.regime} | {c.student} | {_mean_sd(a.spread('base'))} | "
+            f"{_mean_sd(a.spread('wc'))} | {_mean_sd(a.spread('se'))} | {_mean_sd(a.spread('wc_minus_se'), '+')} | "
+            f"{_range(a.spread('wc_minus_se'))} | {a.progress} |"
+        )
+    return "\n".join(rows)
+
+
+def seed_table(comparisons: Sequence[Comparison], *, with_seed: bool = True) -> str:
+    """A row per comparison (per seed), with its paired-bootstrap interval; ``with_seed`` adds the seed."""
+    seed_head, seed_rule = ("| seed ", "| --- ") if with_seed else ("", "")
+    rows = [
+        f"{seed_head}| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (95% CI) | problems |",
+        f"{seed_rule}| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in comparisons:
         rows.append(
-            f"| {c.dataset} | {c.budget} | {c.regime} | {c.student} | {_fmt(c.base.metric('pass@1_greedy'))} | "
+            (f"| {c.seed} " if with_seed else "")
+            + f"| {c.dataset} | {c.budget} | {c.regime} | {c.student} | {_fmt(c.base.metric('pass@1_greedy'))} | "
             f"{_fmt(c.wc.metric('pass@1_greedy'))} | {_fmt(c.se.metric('pass@1_greedy'))} | {_diff(c)} | "
             f"{c.num_problems or '—'} |"
         )
     return "\n".join(rows)
 
 
+def console_text(comparisons: Sequence[Comparison]) -> str:
+    """What the stage prints: the headline table, and over several seeds each seed's row too."""
+    if not several_seeds(comparisons):
+        return headline_table(comparisons)
+    return f"{headline_table(comparisons)}\n\nper seed:\n{seed_table(comparisons)}"
+
+
 def _detail_table(comparisons: Sequence[Comparison]) -> str:
+    seeds = several_seeds(comparisons)
     rows = [
-        "| regime | budget | model | pass@1 (greedy) | mean@n | maj@n | pass@n | n | train examples | steps | final loss |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ("| seed " if seeds else "")
+        + "| regime | budget | model | pass@1 (greedy) | mean@n | maj@n | pass@n | n | train examples | steps | final loss |",
+        ("| --- " if seeds else "") + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in comparisons:
         for cell, sampler in ((c.base, None), (c.wc, "wc"), (c.se, "se")):
@@ -124,25 +259,41 @@ def _detail_table(comparisons: Sequence[Comparison]) -> str:
             n = s.get("samples_per_problem")
             t = c.train.get(sampler) or {} if sampler else {}
             rows.append(
-                f"| {c.regime} | {c.budget} | {cell.label} | {_fmt(s.get('pass@1_greedy'))} | {_fmt(s.get(f'mean@{n}'))} "
+                (f"| {c.seed} " if seeds else "")
+                + f"| {c.regime} | {c.budget} | {cell.label} | {_fmt(s.get('pass@1_greedy'))} | {_fmt(s.get(f'mean@{n}'))} "
                 f"| {_fmt(s.get(f'maj@{n}'))} | {_fmt(s.get(f'pass@{n}'))} | {n or '—'} | {t.get('num_examples', '—')} "
                 f"| {t.get('steps', '—')} | {_fmt(t.get('final_loss'))} |"
             )
     return "\n".join(rows)
 
 
+def _bars(a: Aggregate, key: str, seeds: bool) -> tuple[float, float]:
+    """A bar's height and error: the one seed's value, or the mean and sample standard deviation."""
+    if not seeds:
+        return getattr(a.first, key).metric("pass@1_greedy") or 0.0, 0.0
+    s = a.spread(key)
+    return (0.0, 0.0) if s is None else (s.mean, s.std or 0.0)
+
+
+def _row_label(c: Comparison, a: Aggregate | None = None, sep: str = " · ") -> str:
+    progress = f"\n{a.progress}" if a is not None else ""
+    return f"{c.regime}{sep}{c.student} · {c.budget}{progress}"
+
+
 def draw_accuracy(path: Path, comparisons: Sequence[Comparison]) -> Path:
-    """Grouped bars: base / after WC data / after SE data, one group per (regime, budget)."""
-    fig = Figure(figsize=(max(5.0, 1.9 * len(comparisons) + 1.5), 3.8), layout="constrained")
+    """Grouped bars: base / after WC data / after SE data, one group per (regime, budget); over several
+    seeds the mean with the sample standard deviation as error bar."""
+    seeds, rows = several_seeds(comparisons), aggregate(comparisons)
+    fig = Figure(figsize=(max(5.0, 1.9 * len(rows) + 1.5), 3.8), layout="constrained")
     ax = fig.subplots()
-    x = np.arange(len(comparisons))
+    x = np.arange(len(rows))
     for i, (key, label, colour) in enumerate(
         (("base", "base", "#7f7f7f"), ("wc", "after WC data", "#1f77b4"), ("se", "after SE data", "#d62728"))
     ):
-        values = [getattr(c, key).metric("pass@1_greedy") or 0.0 for c in comparisons]
-        ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label, color=colour)
-    ax.set_xticks(x, [f"{c.regime}\n{c.student} · {c.budget}" for c in comparisons], fontsize=8)
-    ax.set_ylabel("test pass@1 (greedy)")
+        values, errors = zip(*(_bars(a, key, seeds) for a in rows), strict=True) if rows else ((), ())
+        ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label, color=colour, yerr=errors if seeds else None)
+    ax.set_xticks(x, [_row_label(a.first, a if seeds else None, "\n") for a in rows], fontsize=8)
+    ax.set_ylabel("test pass@1 (greedy)" + (", mean ± sd over seeds" if seeds else ""))
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
@@ -152,38 +303,59 @@ def draw_accuracy(path: Path, comparisons: Sequence[Comparison]) -> Path:
 
 
 def draw_differences(path: Path, comparisons: Sequence[Comparison]) -> Path:
-    """WC − SE accuracy differences with their bootstrap intervals."""
-    done = [c for c in comparisons if c.difference is not None]
-    fig = Figure(figsize=(6.0, 0.6 * max(1, len(done)) + 1.4), layout="constrained")
+    """WC − SE accuracy differences with their bootstrap intervals; over several seeds each seed's (light,
+    one line each) and the mean ± sample standard deviation (black diamond) per row."""
+    seeds = several_seeds(comparisons)
+    rows = [a for a in aggregate(comparisons) if any(c.difference is not None for c in a.comparisons)]
+    size = (8.5, 1.2 * max(1, len(rows)) + 1.4) if seeds else (6.0, 0.6 * max(1, len(rows)) + 1.4)
+    fig = Figure(figsize=size, layout="constrained")
     ax = fig.subplots()
-    for i, c in enumerate(done):
-        d, lo, hi = c.difference
-        ax.errorbar([d], [i], xerr=[[d - lo], [hi - d]], fmt="o", color="#1f77b4", capsize=4)
+    for i, a in enumerate(rows):
+        done = [c for c in a.comparisons if c.difference is not None]
+        for j, c in enumerate(done):
+            d, lo, hi = c.difference
+            y = i + 0.1 + 0.25 * j / max(1, len(done) - 1) if seeds else i  # seeds above the mean
+            style = {"alpha": 0.5, "label": "one seed" if i == j == 0 else None} if seeds else {}
+            ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color="#1f77b4", capsize=4, **style)
+            if seeds:
+                ax.annotate(f"seed {c.seed}", (hi, y), xytext=(5, 0), textcoords="offset points", fontsize=7)
+        mean = a.spread("wc_minus_se") if seeds else None
+        if mean is not None:
+            sd = mean.std or 0.0
+            label = "mean ± sd over seeds" if i == 0 else None
+            ax.errorbar(
+                [mean.mean], [i - 0.2], xerr=[[sd], [sd]], fmt="D", color="black", capsize=6, label=label
+            )
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(done)), [f"{c.regime} · {c.student} · {c.budget}" for c in done], fontsize=8)
+    ax.set_yticks(range(len(rows)), [_row_label(a.first, a if seeds else None) for a in rows], fontsize=8)
     ax.set_xlabel("accuracy after WC data − after SE data (95% paired bootstrap CI)")
     ax.grid(axis="x", alpha=0.3)
+    if seeds and rows:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
 
 
 def draw_loss_curves(path: Path, comparisons: Sequence[Comparison]) -> Path:
-    """Training loss per step, WC data vs SE data, one panel per (regime, budget)."""
-    panels = [c for c in comparisons if any(c.train.values())]
+    """Training loss per step, WC data vs SE data, one panel per (regime, budget), one line per seed."""
+    seeds = several_seeds(comparisons)
+    panels = [a for a in aggregate(comparisons) if any(any(c.train.values()) for c in a.comparisons)]
     fig = Figure(figsize=(max(4.8, 4.2 * max(1, len(panels))), 3.4), layout="constrained")
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
-    for ax, c in zip(axes, panels, strict=False):
-        for sampler, colour in (("wc", "#1f77b4"), ("se", "#d62728")):
-            curve = (c.train.get(sampler) or {}).get("loss_curve") or []
-            if curve:
-                ax.plot(
-                    [s for s, _ in curve],
-                    [v for _, v in curve],
-                    color=colour,
-                    label=f"{sampler.upper()} data",
-                )
-        ax.set_title(f"{c.regime} · {c.student} · {c.budget}", fontsize=9)
+    for ax, a in zip(axes, panels, strict=False):
+        for k, c in enumerate(a.comparisons):
+            for sampler, colour in (("wc", "#1f77b4"), ("se", "#d62728")):
+                curve = (c.train.get(sampler) or {}).get("loss_curve") or []
+                if curve:
+                    ax.plot(
+                        [s for s, _ in curve],
+                        [v for _, v in curve],
+                        color=colour,
+                        linestyle=("-", "--", ":", "-.")[k % 4],
+                        label=f"{sampler.upper()} data" + (f", seed {c.seed}" if seeds else ""),
+                    )
+        ax.set_title(_row_label(a.first), fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)
@@ -193,52 +365,104 @@ def draw_loss_curves(path: Path, comparisons: Sequence[Comparison]) -> Path:
     return path
 
 
+def seed_mismatches(comparisons: Sequence[Comparison]) -> list[str]:
+    """Students of seed s trained on samples of another sampling seed (``data.sampling_seed`` set apart
+    from ``seed``): the training run's folder names only its training seed, so the report says so."""
+    out = []
+    for c in comparisons:
+        for sampler, summary in c.train.items():
+            samples = (summary or {}).get("samples_run")
+            if samples and Path(samples).name != f"seed{c.seed}":
+                out.append(
+                    f"seed {c.seed}, {c.regime}, {c.budget}: the student on {sampler.upper()} data learned from "
+                    f"`{samples}`, not from sampling seed {c.seed} (retrain it with data.sampling_seed={c.seed})"
+                )
+    return out
+
+
+def _seed_note(c: Comparison, seeds: bool) -> str:
+    return f", seed {c.seed}" if seeds else ""
+
+
+def _data_links(data_reports: Mapping[int, str]) -> str:
+    if len(data_reports) == 1:
+        return f"[data report]({next(iter(data_reports.values()))})"
+    return "data reports of " + ", ".join(f"[seed {s}]({link})" for s, link in data_reports.items())
+
+
 def render(
     comparisons: Sequence[Comparison],
     figures: dict[str, Path],
     *,
     title: str,
     notes: Sequence[str],
-    data_report: str | None,
+    data_reports: Mapping[int, str] | None = None,
 ) -> str:
-    missing = [cell for c in comparisons for cell in (c.base, c.wc, c.se) if not cell.done]
-    parts = [
-        f"# {title}",
+    """report.md; ``data_reports``: each seed's data report as a link (one seed: the single-seed page)."""
+    seeds = several_seeds(comparisons)
+    missing = [(c, cell) for c in comparisons for cell in (c.base, c.wc, c.se) if not cell.done]
+    intro = (
         "Test accuracy of students fine-tuned on compute-matched data from the weaker-cheaper (WC) and the "
         "stronger-expensive (SE) sampler. Accuracy: pass@1 of greedy decoding on the test split. "
         "WC − SE: difference of the two students' accuracies, 95% CI from a paired bootstrap over test problems "
-        "(2,000 resamples).",
+        "(2,000 resamples)."
+    )
+    if seeds:
+        intro += (
+            f" Seeds {', '.join(str(s) for s in dict.fromkeys(c.seed for c in comparisons))} (seed s: data "
+            "sampled, student trained and evaluated with seed s). Headline: mean ± sample standard deviation "
+            "over the seeds whose base, WC and SE evaluations all finished, the range of WC − SE over them, and "
+            "how many of the requested seeds that is; each seed's row, with its own interval, follows."
+        )
+    parts = [
+        f"# {title}",
+        intro,
         *[f"> {n}" for n in notes],
         "## Headline",
         headline_table(comparisons),
         f"![accuracy]({figures['accuracy'].name})",
         f"![differences]({figures['differences'].name})",
+    ]
+    if seeds:
+        parts += ["## Per seed", seed_table(comparisons)]
+    parts += [
         "## All metrics",
         _detail_table(comparisons),
         "## Training",
         f"![loss curves]({figures['loss'].name})",
     ]
-    if data_report:
+    mismatches = seed_mismatches(comparisons)
+    if mismatches:
+        parts += ["## Seed check", "\n".join(f"- {m}" for m in mismatches)]
+    if data_reports:
         parts += [
             "## The synthetic data",
-            f"Coverage, diversity and false positives of the samples: [data report]({data_report}).",
+            f"Coverage, diversity and false positives of the samples: {_data_links(data_reports)}.",
         ]
     if missing:
-        lines = "\n".join(f"- {cell.label}: `{cell.run.command}`" for cell in missing)
+        lines = "\n".join(
+            f"- {cell.label}{_seed_note(c, seeds)}: `{cell.run.command}`" for c, cell in missing
+        )
         parts += ["## Missing runs", "These cells are empty until their runs exist:", lines]
     done = [(c, cell) for c in comparisons for cell in (c.base, c.wc, c.se) if cell.done]
     parts += [
         "## Runs",
-        "\n".join(f"- {cell.label} ({c.regime}, {c.budget}): `{cell.run.path}`" for c, cell in done),
+        "\n".join(
+            f"- {cell.label} ({c.regime}, {c.budget}{_seed_note(c, seeds)}): `{cell.run.path}`"
+            for c, cell in done
+        ),
     ]
     return "\n\n".join(parts) + "\n"
 
 
 def study_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    """A row per comparison; over several seeds each row names its seed."""
+    seeds = several_seeds(comparisons)
     out = []
     for c in comparisons:
         out.append(
             {
+                **({"seed": c.seed} if seeds else {}),
                 "dataset": c.dataset,
                 "budget": c.budget,
                 "regime": c.regime,
@@ -254,13 +478,46 @@ def study_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
     return out
 
 
+def aggregate_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    """A row per (dataset, budget, regime): each of STATS as {mean, std, min, max, n} over the finished
+    seeds (None where none finished), the seeds requested and finished."""
+    out = []
+    for a in aggregate(comparisons):
+        c = a.first
+        spreads = {key: a.spread(key) for key in STATS}
+        out.append(
+            {
+                "dataset": c.dataset,
+                "budget": c.budget,
+                "regime": c.regime,
+                "student": c.student,
+                "seeds": a.seeds,
+                "seeds_finished": [f.seed for f in a.finished],
+                "progress": a.progress,
+                **{key: None if s is None else asdict(s) for key, s in spreads.items()},
+            }
+        )
+    return out
+
+
+def study_json(comparisons: Sequence[Comparison]) -> list[dict[str, Any]] | dict[str, Any]:
+    """study.json: one seed, the rows (as ever); several, {"seeds", "per_seed": rows, "aggregates"}."""
+    if not several_seeds(comparisons):
+        return study_data(comparisons)
+    return {
+        "seeds": list(dict.fromkeys(c.seed for c in comparisons)),
+        "per_seed": study_data(comparisons),
+        "aggregates": aggregate_data(comparisons),
+    }
+
+
 def write_study_report(
     comparisons: Sequence[Comparison],
     out_dir: str | Path,
     *,
     title: str,
     notes: Sequence[str] = (),
-    data_report: str | None = None,
+    data_reports: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """Write report.md, study.json and the PNGs into a temporary folder, then swap it into place."""
     out_dir = Path(out_dir)
@@ -270,9 +527,9 @@ def write_study_report(
             "differences": draw_differences(tmp / "wc_minus_se.png", comparisons),
             "loss": draw_loss_curves(tmp / "loss_curves.png", comparisons),
         }
-        runs.atomic_write_json(tmp / DATA, study_data(comparisons))
+        runs.atomic_write_json(tmp / DATA, study_json(comparisons))
         runs.atomic_write_text(
-            tmp / REPORT, render(comparisons, figures, title=title, notes=notes, data_report=data_report)
+            tmp / REPORT, render(comparisons, figures, title=title, notes=notes, data_reports=data_reports)
         )
     return {
         "report_dir": str(out_dir),

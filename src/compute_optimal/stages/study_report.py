@@ -1,23 +1,30 @@
 """The study report stage (run_eval.py task=study_report): students on WC data vs SE data.
 
-config -> for each (dataset, regime, budget) the evaluations of the base student and of the students
-trained on WC and on SE data, found by config (``runs.EvalRun``; a missing one becomes an empty cell with
-the command that makes it) -> ``report.md`` with figures and ``study.json``, the same table in W&B.
+config -> for each (dataset, regime, budget) and each seed of ``task.seeds`` the evaluations of the base
+student and of the students trained on WC and on SE data, found by config (``runs.EvalRun``; a missing one
+becomes an empty cell with the command that makes it) -> ``report.md`` with figures and ``study.json``, the
+same tables in W&B. Seed s is one replicate of the whole pipeline: the data sampled with seed s, the students
+trained with ``seed=s`` (``data.sampling_seed`` follows ``seed``) and evaluated with seed s. Several seeds add
+the mean and spread over the seeds that finished (``reporting.study_report.Aggregate``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+import pandas as pd
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .. import runs
 from ..reporting.study_report import (
     Comparison,
+    aggregate_data,
     compare,
-    headline_table,
+    console_text,
     load_cell,
+    several_seeds,
     study_data,
     write_study_report,
 )
@@ -30,9 +37,22 @@ def _trained_on(cfg: DictConfig, dataset: str) -> str:
     return str(OmegaConf.load(path).get("train_dataset", dataset))
 
 
-def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str) -> Comparison:
-    """One row of the report: the base student, and the students trained on WC and on SE data."""
-    outputs, seed = cfg.paths.outputs, cfg.task.seed
+def seeds_of(cfg: DictConfig) -> list[int]:
+    """``task.seeds``: distinct integers, at least one (a single integer is taken as a list of one)."""
+    value = cfg.task.seeds
+    seeds = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise runs.RunError(
+            f"task.seeds must be a non-empty list of integers, e.g. task.seeds=[0,1,2]; got {value}"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise runs.RunError(f"task.seeds names a seed twice: {seeds}")
+    return seeds
+
+
+def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int) -> Comparison:
+    """One row of the report for one seed: the base student, and the students trained on WC and on SE data."""
+    outputs = cfg.paths.outputs
     student = student_name(regime, cfg.pair)
     base = load_cell(f"{student} (base)", runs.EvalRun.of_base(outputs, dataset, student, seed))
     cells, train = {}, {}
@@ -48,20 +68,33 @@ def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str) -> Compa
             seed,
             pair=cfg.pair.name,
         )
-        evaluation = runs.EvalRun.of_student(outputs, dataset, trained, seed)
+        evaluation = runs.EvalRun.of_student(outputs, dataset, trained, seed, pair=cfg.pair.name)
         cells[sampler] = load_cell(f"{student} after {sampler.upper()} data", evaluation)
         train[sampler] = trained.read_summary() if trained.is_finished() else None
-    return compare(dataset, budget, regime, student, base, cells["wc"], cells["se"], train, seed=seed)
+    return compare(
+        dataset,
+        budget,
+        regime,
+        student,
+        base,
+        cells["wc"],
+        cells["se"],
+        train,
+        seed=seed,
+        resamples=cfg.task.bootstrap_resamples,
+    )
 
 
 def run(cfg: DictConfig) -> StageResult:
     """Gather every finished evaluation of the study and write the WC-vs-SE report."""
     task = cfg.task
+    seeds = seeds_of(cfg)
     comparisons = [
-        comparison(cfg, dataset, regime, budget)
+        comparison(cfg, dataset, regime, budget, seed)
         for dataset in task.datasets
         for regime in task.regimes
         for budget in task.budgets
+        for seed in seeds
     ]
     if not any(c.base.done or c.wc.done or c.se.done for c in comparisons):
         first = comparisons[0].base.run.command if comparisons else "python run_eval.py task=evaluate"
@@ -69,29 +102,40 @@ def run(cfg: DictConfig) -> StageResult:
             f"no finished evaluation runs under {Path(cfg.paths.outputs) / 'eval'}: run the evaluate stage "
             f"first, e.g. {first}"
         )
+    out_dir = Path(task.report_dir)
     paths = write_study_report(
-        comparisons, task.report_dir, title=task.title, notes=list(task.notes), data_report=_data_report(cfg)
+        comparisons,
+        out_dir,
+        title=task.title,
+        notes=list(task.notes),
+        data_reports=_data_reports(cfg, seeds, out_dir),
     )
+    tables = {"study": study_data(comparisons)}
+    if several_seeds(comparisons):
+        tables["study_seeds"] = pd.json_normalize(aggregate_data(comparisons))
     log_to_wandb(
         cfg,
         name=f"study-{'-'.join(task.datasets)}",
         job_type="study_report",
         summary={"report": paths["report"]},
-        tables={"study": study_data(comparisons)},
+        tables=tables,
         images=paths["figures"],
     )
     return StageResult(
-        {"task": "study_report", **paths}, f"{headline_table(comparisons)}\n\nreport: {paths['report']}"
+        {"task": "study_report", "seeds": seeds, **paths},
+        f"{console_text(comparisons)}\n\nreport: {paths['report']}",
     )
 
 
-def _data_report(cfg: DictConfig) -> str | None:
-    """The data report of the study's first dataset, as a link relative to the study report (the report
-    folder can be copied or served as it is); None where it has not been built."""
-    task = cfg.task
-    found = sorted(
-        Path(cfg.paths.outputs).glob(
-            f"reports/data/{task.datasets[0]}/{cfg.pair.wc}-vs-{cfg.pair.se}/seed{task.seed}/report.md"
-        )
+def _data_reports(cfg: DictConfig, seeds: Sequence[int], out_dir: Path) -> dict[int, str]:
+    """Each seed's data report of the study's first dataset, as a link relative to the study report (the
+    report folder can be copied or served as it is); seeds whose data report has not been built are left out."""
+    root = (
+        Path(cfg.paths.outputs)
+        / "reports"
+        / "data"
+        / cfg.task.datasets[0]
+        / f"{cfg.pair.wc}-vs-{cfg.pair.se}"
     )
-    return os.path.relpath(found[0], task.report_dir) if found else None
+    found = {seed: root / f"seed{seed}" / "report.md" for seed in seeds}
+    return {seed: os.path.relpath(path, out_dir) for seed, path in found.items() if path.is_file()}
