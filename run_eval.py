@@ -6,6 +6,8 @@ python run_eval.py task=data_report task.fpr.method=human task.export_sheet=true
 python run_eval.py task=evaluate model=smollm2_135m dataset=arith                 # a base model's test accuracy
 python run_eval.py task=evaluate task.student.regime=self_improvement task.student.sampler=wc  # a student
 python run_eval.py task=study_report dataset=arith                                # students on WC vs SE data
+python run_eval.py task=study_report "task.seeds=[0,1,2]"                         # each seed, mean ± sd
+python run_eval.py task=budget_sweep pair=arith                                   # WC vs SE over budgets
 """
 
 import hydra

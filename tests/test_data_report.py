@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from compute_optimal import metrics, models, runs
 from compute_optimal.analysis import AnalysisError, data_quality
 from compute_optimal.budget import Budget
-from compute_optimal.data.arith import generate_split
 from compute_optimal.engines import Completion, Engine, Generation, LazyEngine, build_engine
 from compute_optimal.reporting import RunRef, check_pair, load_comparison, load_run, write_report
 from compute_optimal.resolvers import model_config
@@ -24,19 +23,13 @@ from compute_optimal.specs import Dataset, Model
 from compute_optimal.stages import data_report
 from compute_optimal.stages.common import engine_settings, model_named
 from tests.conftest import run_entry_point
+from tests.fake_runs import arith_split
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 WC, SE = "tiny_random", "tiny_random_x2"
 MODELS = {m: Model.from_config(model_config(m, CONF)) for m in (WC, SE)}  # pair=tiny
-ARITH_LOADER = OmegaConf.load(CONF / "dataset" / "arith.yaml").loader
-ARITH = generate_split(
-    "train",
-    num_train=ARITH_LOADER.num_train,
-    num_test=ARITH_LOADER.num_test,
-    levels=list(ARITH_LOADER.levels),
-    seed=ARITH_LOADER.seed,
-)
+ARITH = arith_split("train")
 BUDGETS = {"low": 1, "high": 2}  # reference samples of SE: WC gets 2 / 4, SE 1 / 2
 
 

@@ -441,10 +441,9 @@ def test_every_trainer_config_trains_as_the_slurm_job_it_asks_for(slurm_cluster,
     This node has no GPU, so the site's ``tasks`` stands in for a GPU count of 2; Lightning checks its
     device count against SLURM's --ntasks-per-node and reads the ranks from SLURM, so every job trains
     one model over all of its tasks (the GPU configs fall back to the CPU, gloo)."""
-    from compute_optimal.data.arith import generate_split
-    from tests.fake_runs import write_sampling_run
+    from tests.fake_runs import arith_split, write_sampling_run
 
-    problems = generate_split("train", num_train=200, num_test=100, seed=1234)[:24]  # conf/dataset/arith.yaml
+    problems = arith_split("train")[:24]
     for trainer in TRAINERS:  # each job its own outputs root: a run folder does not depend on the trainer
         write_sampling_run(outputs / trainer, problems, dataset="arith", model="tiny_random")
     run_ok(

@@ -18,7 +18,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from compute_optimal import models
-from compute_optimal.data.arith import generate_split
 from compute_optimal.prompts import get_template
 from compute_optimal.resolvers import model_config
 from compute_optimal.runs import SampleRun, TrainRun
@@ -35,13 +34,11 @@ from compute_optimal.training.sft_data import (
 )
 from tests.conftest import run_entry_point
 
-from .fake_runs import write_sampling_run
+from .fake_runs import arith_split, write_sampling_run
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-PROBLEMS = generate_split("train", num_train=200, num_test=100, seed=1234)[
-    :24
-]  # conf/dataset/arith.yaml's data
+PROBLEMS = arith_split("train")[:24]
 
 
 def model(name: str) -> Model:

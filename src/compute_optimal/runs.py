@@ -191,11 +191,13 @@ class EvalRun(RunFolder):
         return cls(cls._path(outputs, dataset, target, seed), _command("run_eval.py", args, seed), target)
 
     @classmethod
-    def of_student(cls, outputs: str | os.PathLike, dataset: str, trained: TrainRun, seed: int) -> EvalRun:
+    def of_student(
+        cls, outputs: str | os.PathLike, dataset: str, trained: TrainRun, seed: int, pair: str | None = None
+    ) -> EvalRun:
         regime, _, data = trained.label.split("/")
         sampler, budget = data.split("-", 1)
         name, mode = budget.rsplit("-", 1)
-        args = ["task=evaluate", f"dataset={dataset}", f"task.student.regime={regime}",
+        args = [*([f"pair={pair}"] if pair else []), "task=evaluate", f"dataset={dataset}", f"task.student.regime={regime}",
                 f"task.student.sampler={sampler}", *_budget_args(name, mode)]  # fmt: skip
         path = cls._path(outputs, dataset, trained.label, seed)
         return cls(path, _command("run_eval.py", args, seed), trained.label)

@@ -151,7 +151,9 @@ def student_train_run(cfg: DictConfig) -> runs.TrainRun:
 
 def eval_run(cfg: DictConfig) -> runs.EvalRun:
     if cfg.task.student.regime:
-        return runs.EvalRun.of_student(cfg.paths.outputs, cfg.dataset.name, student_train_run(cfg), cfg.seed)
+        return runs.EvalRun.of_student(
+            cfg.paths.outputs, cfg.dataset.name, student_train_run(cfg), cfg.seed, pair=cfg.pair.name
+        )
     return runs.EvalRun.of_base(cfg.paths.outputs, cfg.dataset.name, cfg.model.name, cfg.seed)
 
 
