@@ -160,3 +160,23 @@ def test_vllm_samples_a_member_with_per_request_seeds(tmp_path: Path, monkeypatc
         assert engine.generate(requests[::-1], settings) == first[::-1]
     texts = [c.text for g in first for c in g.completions]
     assert len(texts) == 128 and len(set(texts)) > 64  # seeded, not all alike
+
+
+def test_a_member_is_only_prompted_with_the_frame_it_learned(tmp_path: Path) -> None:
+    """A member has read nothing but the zero-shot arith frame: a few-shot prompt is refused before any
+    model is built or loaded, with the override that fixes it; the zero-shot frame passes."""
+    from compute_optimal.prompts import PromptError, get_template
+    from compute_optimal.sampling import check_learned_frame
+    from tests.conftest import run_entry_point
+
+    wc = Model.from_config(model_config("arith_wc"))
+    check_learned_frame(wc, get_template("arith", 0))
+    with pytest.raises(
+        PromptError, match=r"zero-shot 'arith' prompt .* 4-shot .*dataset\.prompt\.num_shots=0$"
+    ):
+        check_learned_frame(wc, get_template("arith", 4))
+    with pytest.raises(PromptError, match=r"dataset\.prompt\.template=arith"):
+        check_learned_frame(wc, get_template("gsm8k", 0))
+    proc = run_entry_point("run_sample.py", tmp_path, "model=arith_wc", "logger=none", check=False)
+    assert proc.returncode == 2 and "dataset.prompt.num_shots=0" in proc.stderr, proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("summary.json"))

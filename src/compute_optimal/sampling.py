@@ -31,7 +31,7 @@ from .budget import Budget, BudgetError, Ledger
 from .data import Problem, select_subset
 from .engines import Generation, LazyEngine, Request, SamplingSettings
 from .errors import UserError
-from .prompts import PromptTemplate, get_template
+from .prompts import PromptError, PromptTemplate, get_template
 from .runs import SampleRun
 from .specs import Dataset, Model, plain
 
@@ -133,6 +133,19 @@ def problem_seed(seed: int, problem_id: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def check_learned_frame(model: Model, template: PromptTemplate) -> None:
+    """A model trained here from scratch (``origin: trained``) has read nothing but its family's zero-shot
+    frame: a few-shot prompt is text it never saw (and overflows its short context), so it is refused."""
+    learned = (model.pretrain or {}).get("template")
+    if model.origin == "trained" and (template.name != learned or template.exemplars):
+        raise PromptError(
+            f"model {model.name!r} was trained from scratch on the zero-shot {learned!r} prompt "
+            f"(conf/family/{(model.pretrain or {}).get('name')}.yaml) and cannot read a "
+            f"{len(template.exemplars)}-shot {template.name!r} prompt: set dataset.prompt.num_shots=0"
+            + (f" dataset.prompt.template={learned}" if template.name != learned else "")
+        )
+
+
 def plan_sampling(
     *,
     run: SampleRun,
@@ -147,6 +160,7 @@ def plan_sampling(
     """Validate and fix everything about a run; raises BudgetError / DatasetError / PromptError."""
     samples = budget.samples_for(model.name, model.params, model.price_per_mtok)
     template = get_template(dataset.prompt.template, dataset.prompt.num_shots)
+    check_learned_frame(model, template)
     selected = select_subset(list(problems), dataset.limit, seed)
     if not selected:
         raise BudgetError(f"dataset {dataset.name!r} has no problems to sample")
