@@ -29,8 +29,9 @@ from ..reporting.budget_sweep import (
     sweep_markdown,
     write_sweep_report,
 )
-from ..reporting.study_report import Comparison, compare, load_cell
-from .common import StageResult, load_split, log_to_wandb, model_named, student_name
+from ..reporting.study_report import Comparison
+from . import study_report
+from .common import StageResult, load_split, log_to_wandb, model_named
 
 
 def run(cfg: DictConfig) -> StageResult:
@@ -94,31 +95,10 @@ def add_students(cfg: DictConfig, sweep: BudgetSweep) -> None:
 def student_comparison(
     cfg: DictConfig, regime: str, budget: str
 ) -> tuple[Comparison, dict[str, runs.TrainRun]]:
-    """The base student and the students trained on WC and on SE data at ``budget`` (compute-matched),
-    found by config as the study report finds them (``runs.TrainRun.of``, ``runs.EvalRun.of_student``);
-    and the training run of each side (wc, se)."""
-    outputs, seed, dataset = cfg.paths.outputs, cfg.task.seed, cfg.dataset.name
-    student = student_name(regime, cfg.pair)
-    base = load_cell(f"{student} (base)", runs.EvalRun.of_base(outputs, dataset, student, seed))
-    cells, train, trainings = {}, {}, {}
-    for sampler in ("wc", "se"):
-        trained = runs.TrainRun.of(
-            outputs,
-            cfg.dataset.get("train_dataset") or dataset,  # MATH-500's students were trained on MATH
-            regime,
-            student,
-            sampler,
-            budget,
-            "compute",
-            seed,
-            pair=cfg.pair.name,
-        )
-        evaluation = runs.EvalRun.of_student(outputs, dataset, trained, seed, pair=cfg.pair.name)
-        cells[sampler] = load_cell(f"{student} after {sampler.upper()} data", evaluation)
-        train[sampler] = trained.read_summary() if trained.is_finished() else None
-        trainings[sampler] = trained
-    comparison = compare(dataset, budget, regime, student, base, cells["wc"], cells["se"], train, seed=seed)
-    return comparison, trainings
+    """The base student and the students trained on WC and on SE data at ``budget`` (compute-matched), found
+    as the study report finds them; and the training run of each side (wc, se)."""
+    args = (cfg, cfg.dataset.name, regime, budget, int(cfg.task.seed))
+    return study_report.comparison(*args), study_report.trained_runs(*args)
 
 
 def _wandb_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -50,15 +50,14 @@ def seeds_of(cfg: DictConfig) -> list[int]:
     return seeds
 
 
-def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int) -> Comparison:
-    """One row of the report for one seed: the base student, and the students trained on WC and on SE data."""
-    outputs = cfg.paths.outputs
+def trained_runs(
+    cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int
+) -> dict[str, runs.TrainRun]:
+    """The training runs of ``regime``'s student on WC and on SE data (compute-matched ``budget``), by sampler."""
     student = student_name(regime, cfg.pair)
-    base = load_cell(f"{student} (base)", runs.EvalRun.of_base(outputs, dataset, student, seed))
-    cells, train = {}, {}
-    for sampler in ("wc", "se"):
-        trained = runs.TrainRun.of(
-            outputs,
+    return {
+        sampler: runs.TrainRun.of(
+            cfg.paths.outputs,
             _trained_on(cfg, dataset),
             regime,
             student,
@@ -68,6 +67,17 @@ def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str, seed: in
             seed,
             pair=cfg.pair.name,
         )
+        for sampler in ("wc", "se")
+    }
+
+
+def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int) -> Comparison:
+    """One row of the report for one seed: the base student, and the students trained on WC and on SE data."""
+    outputs = cfg.paths.outputs
+    student = student_name(regime, cfg.pair)
+    base = load_cell(f"{student} (base)", runs.EvalRun.of_base(outputs, dataset, student, seed))
+    cells, train = {}, {}
+    for sampler, trained in trained_runs(cfg, dataset, regime, budget, seed).items():
         evaluation = runs.EvalRun.of_student(outputs, dataset, trained, seed, pair=cfg.pair.name)
         cells[sampler] = load_cell(f"{student} after {sampler.upper()} data", evaluation)
         train[sampler] = trained.read_summary() if trained.is_finished() else None
