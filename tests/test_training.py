@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -399,18 +398,23 @@ def test_deepspeed_zero_on_cpu(tiny_data: Path, trainer: str, devices: int) -> N
 def test_training_leaves_no_process_group_behind(tiny_data: Path) -> None:
     """A DeepSpeed run (gloo on the CPU) destroys its process group before it returns, on every rank.
     Left to the interpreter's teardown, a gloo group aborted rank 1 of a ZeRO-3 SLURM job in CI after
-    the run had finished (SIGABRT, job FAILED). In-process here, so the test sees the group itself."""
-    import torch.distributed as dist
-
-    from compute_optimal.training.stage import run_training
-
-    plan = _plan(tiny_data, "tiny_random_student", trainer="deepspeed_zero2")  # 1 process on a CPU
-    plan.hparams = dataclasses.replace(plan.hparams, max_steps=1)
-    summary = run_training(
-        plan, problems=PROBLEMS, resolve_checkpoint=models.resolve_checkpoint, progress=False
+    the run had finished (SIGABRT, job FAILED). The stage runs in a child process that reports the group's
+    state after ``run_training`` (in this process, Lightning's MASTER_PORT and the store would outlive it)."""
+    code = (
+        "import dataclasses, sys; from pathlib import Path; import torch.distributed as dist\n"
+        "from compute_optimal import models\n"
+        "from compute_optimal.training.stage import run_training\n"
+        "from tests.test_training import PROBLEMS, _plan\n"
+        "plan = _plan(Path(sys.argv[1]), 'tiny_random_student', trainer='deepspeed_zero2')  # 1 process\n"
+        "plan.hparams = dataclasses.replace(plan.hparams, max_steps=1)\n"
+        "s = run_training(plan, problems=PROBLEMS, resolve_checkpoint=models.resolve_checkpoint, progress=False)\n"
+        "print('RESULT', s['steps'], s['trainer']['strategy_options']['stage'], dist.is_initialized())\n"
     )
-    assert summary["steps"] == 1 and summary["trainer"]["strategy_options"]["stage"] == 2
-    assert not dist.is_initialized()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_data)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT 1 2 False" in proc.stdout, proc.stdout[-2000:]
 
 
 def _tensor_names(checkpoint: str | Path) -> set[str]:
