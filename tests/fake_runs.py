@@ -8,7 +8,7 @@ training runs with known results (the files the study report reads): :func:`writ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,49 @@ from compute_optimal.data import Problem
 from compute_optimal.data.arith import generate_split
 from compute_optimal.reference_runs import write_sampling_run
 
-__all__ = ["arith_split", "write_eval_run", "write_sampling_run", "write_train_run"]
+__all__ = ["arith_split", "write_eval_run", "write_graded_run", "write_sampling_run", "write_train_run"]
+
+
+def write_graded_run(
+    plan: Any,
+    problems: Sequence[Problem],
+    completions: Sequence[Sequence[str | None]],
+    render: Callable[[Problem, str], str],
+    *,
+    generated_tokens: int = 20,
+) -> Path:
+    """A finished sampling run of ``plan`` (a ``sampling.SamplingPlan``) in the stage's exact format (table
+    dtypes, ``summarize()``): per problem its samples, ``None`` a wrong one, else ``render(problem, text)``."""
+    from compute_optimal.sampling import COLUMNS, summarize
+
+    rows = []
+    for problem, texts in zip(problems, completions, strict=True):
+        assert len(texts) == plan.samples_per_problem
+        for k, text in enumerate(texts):
+            ok = text is not None
+            rows.append(
+                {
+                    "problem_id": problem.id,
+                    "sample_index": k,
+                    "level": problem.level,
+                    "subject": problem.subject,
+                    "gold_answer": problem.answer,
+                    "completion": render(problem, text) if ok else f"wrong {k}",
+                    "prompt_tokens": 100,
+                    "generated_tokens": generated_tokens,
+                    "finish_reason": "stop",
+                    "extracted_answer": problem.answer if ok else "-1",
+                    "correct": ok,
+                    "grade_status": "ok",
+                }
+            )
+    frame = pd.DataFrame(rows, columns=COLUMNS).astype(
+        {"level": "Int64", "sample_index": "int32", "correct": "bool"}
+    )
+    plan.run.claim(plan.signature)
+    runs.atomic_write_parquet(plan.run.samples_path, frame)
+    plan.run.write_summary(summarize(frame, plan))
+    return plan.run.path
 
 
 def arith_split(split: str = "train") -> list[Problem]:

@@ -21,10 +21,10 @@ from compute_optimal.budget import Budget
 from compute_optimal.recipes import compose_job, expand_jobs, load_recipe, merge_overrides
 from compute_optimal.reporting.budget_sweep import BudgetSweep, Crossover, add_fpr, budget_name
 from compute_optimal.resolvers import model_config
-from compute_optimal.sampling import COLUMNS, SamplingConfig, plan_sampling, summarize
+from compute_optimal.sampling import SamplingConfig, plan_sampling
 from compute_optimal.specs import Dataset, Model
 from compute_optimal.stages import budget_sweep
-from tests.fake_runs import arith_split
+from tests.fake_runs import arith_split, write_graded_run
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -74,34 +74,7 @@ def write_run(root: Path, model: str, n: int, completions: list[list[str | None]
         seed=0,
         engine_backend="hf",
     )
-    rows = []
-    for problem, texts in zip(PROBLEMS, completions, strict=True):
-        assert len(texts) == plan.samples_per_problem
-        for k, text in enumerate(texts):
-            ok = text is not None
-            rows.append(
-                {
-                    "problem_id": problem.id,
-                    "sample_index": k,
-                    "level": problem.level,
-                    "subject": problem.subject,
-                    "gold_answer": problem.answer,
-                    "completion": completion(problem, text) if ok else f"wrong {k}",
-                    "prompt_tokens": 100,
-                    "generated_tokens": TOKENS,
-                    "finish_reason": "stop",
-                    "extracted_answer": problem.answer if ok else "-1",
-                    "correct": ok,
-                    "grade_status": "ok",
-                }
-            )
-    frame = pd.DataFrame(rows, columns=COLUMNS).astype(
-        {"level": "Int64", "sample_index": "int32", "correct": "bool"}
-    )
-    plan.run.claim(plan.signature)
-    runs.atomic_write_parquet(plan.run.samples_path, frame)
-    plan.run.write_summary(summarize(frame, plan))
-    return plan.run.path
+    return write_graded_run(plan, PROBLEMS, completions, completion, generated_tokens=TOKENS)
 
 
 # WC's runs, the same in both cases. n=1 (S=2): coverage 2/4, diversity (2+1)/4, FPR 1/3 (A is a lucky guess).

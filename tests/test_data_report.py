@@ -18,12 +18,12 @@ from compute_optimal.budget import Budget
 from compute_optimal.engines import Completion, Engine, Generation, LazyEngine, build_engine
 from compute_optimal.reporting import RunRef, check_pair, load_comparison, load_run, write_report
 from compute_optimal.resolvers import model_config
-from compute_optimal.sampling import COLUMNS, SamplingConfig, plan_sampling, run_sampling, summarize
+from compute_optimal.sampling import SamplingConfig, plan_sampling, run_sampling
 from compute_optimal.specs import Dataset, Model
 from compute_optimal.stages import data_report
 from compute_optimal.stages.common import engine_settings, model_named
 from tests.conftest import run_entry_point
-from tests.fake_runs import arith_split
+from tests.fake_runs import arith_split, write_graded_run
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -201,34 +201,7 @@ def write_known_run(
     """A finished run in the sampling stage's exact format (its plan, table dtypes and summarize());
     ``render(problem, text)`` writes a correct sample's completion."""
     p = plan(root, model, budget_name, mode, PROBLEMS, dataset)
-    rows = []
-    for problem, texts in zip(PROBLEMS, completions, strict=True):
-        assert len(texts) == p.samples_per_problem
-        for k, text in enumerate(texts):
-            ok = text is not None
-            rows.append(
-                {
-                    "problem_id": problem.id,
-                    "sample_index": k,
-                    "level": problem.level,
-                    "subject": problem.subject,
-                    "gold_answer": problem.answer,
-                    "completion": render(problem, text) if ok else f"wrong {k}",
-                    "prompt_tokens": 100,
-                    "generated_tokens": 20,
-                    "finish_reason": "stop",
-                    "extracted_answer": problem.answer if ok else "-1",
-                    "correct": ok,
-                    "grade_status": "ok",
-                }
-            )
-    frame = pd.DataFrame(rows, columns=COLUMNS).astype(
-        {"level": "Int64", "sample_index": "int32", "correct": "bool"}
-    )
-    p.run.claim(p.signature)
-    runs.atomic_write_parquet(p.run.samples_path, frame)
-    p.run.write_summary(summarize(frame, p))
-    return p.run.path
+    return write_graded_run(p, PROBLEMS, completions, render, generated_tokens=20)
 
 
 @pytest.fixture
