@@ -66,6 +66,43 @@ def test_hf_engine_is_seeded(tiny_checkpoint: str) -> None:
         assert engine.generate(REQUESTS[1:], SETTINGS) == first[1:]
 
 
+def test_hf_greedy_batches_equal_one_prompt_at_a_time() -> None:
+    """Greedy requests run several prompts per generate call (left-padded): the same completions, token
+    counts and finish reasons as one call per prompt, including rows that stop before others (stop
+    sequences the tiny Gemma2 writes greedily end two rows early; the padding after them is not counted)."""
+    from compute_optimal.engines.hf_engine import HFEngine
+    from compute_optimal.resolvers import model_config
+    from compute_optimal.specs import Model
+
+    checkpoint = models.resolve_checkpoint(Model.from_config(model_config("tiny_random_gemma2")))
+    questions = [
+        "What is 2 + 3?",
+        "Tom has 4 pens and buys 17 more. How many?",
+        "7 * 8",
+        "A",
+        "Sum 1, 2 and 3.",
+    ]
+    requests = [Request(TEMPLATE.render(q), n, 5) for q, n in zip(questions, [1, 2, 1, 1, 3], strict=True)]
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=12, stop=(" remarked", " November"))
+    one = HFEngine(checkpoint, greedy_batch_size=1).generate(requests, greedy)
+    engine = HFEngine(checkpoint, greedy_batch_size=4)
+    batched = engine.generate(requests, greedy)
+    assert batched == one
+    # The sampling stage streams its requests: greedy ones are pulled and generated 4 at a time.
+    calls = []
+    generate_greedy = engine._generate_greedy
+    engine._generate_greedy = lambda batch, settings: (
+        calls.append(len(batch)) or generate_greedy(batch, settings)
+    )
+    assert list(engine.stream(enumerate(requests), greedy)) == list(enumerate(one))
+    assert calls == [4, 1]
+    assert [len(g.completions) for g in batched] == [1, 2, 1, 1, 3]
+    lengths = {c.generated_tokens for g in one for c in g.completions}
+    assert len(lengths) > 1, "the rows must stop at different lengths for this check to mean anything"
+    with pytest.raises(ValueError, match="greedy_batch_size must be at least 1"):
+        HFEngine(checkpoint, greedy_batch_size=0)
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_engine_is_seeded(tiny_checkpoint: str) -> None:

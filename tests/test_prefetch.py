@@ -21,6 +21,7 @@ from tests.conftest import REPO_ROOT, SHARED_DATA
 
 PAPER = str(REPO_ROOT / "sweeps" / "paper.yaml")
 EMBEDDED = str(REPO_ROOT / "sweeps" / "embedded.yaml")
+PRETRAINED = str(REPO_ROOT / "sweeps" / "pretrained.yaml")
 PAPER_MODELS = {
     "gemma2_9b": "google/gemma-2-9b",
     "gemma2_27b": "google/gemma-2-27b",
@@ -69,13 +70,21 @@ def test_without_local_files_the_datasets_come_from_the_hub(capsys, monkeypatch,
     assert hub(plan, "dataset") == {name: hub_id for name, (_, hub_id) in PAPER_DATASETS.items()}
 
 
-def test_embedded_study_downloads_nothing(capsys, monkeypatch) -> None:
-    plan = dry_run(capsys, EMBEDDED)
+@pytest.mark.parametrize(
+    ("recipe", "models", "origin"),
+    [
+        (EMBEDDED, {"arith_student", "arith_wc", "arith_se"}, "trained"),
+        (PRETRAINED, {"smollm2_135m", "gemma3_270m"}, "embedded"),
+    ],
+)
+def test_laptop_studies_download_nothing(capsys, monkeypatch, recipe, models, origin) -> None:
+    plan = dry_run(capsys, recipe)
     assert not hub(plan, "model") and not hub(plan, "dataset")
-    assert {n for k, n in plan if k == "model"} == {"smollm2_135m", "gemma3_270m"}
+    assert {n for k, n in plan if k == "model"} == models
+    assert {plan["model", m] for m in models} == {f"nothing to fetch ({origin})"}
     # A real run neither calls the Hub nor fails.
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("downloaded"))
-    assert prefetch.main([EMBEDDED]) == 0
+    assert prefetch.main([recipe]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "nothing to fetch"
 
 
@@ -84,12 +93,12 @@ def test_overrides_change_the_plan(capsys) -> None:
     plan = dry_run(capsys, PAPER, "pair=tiny")
     assert hub(plan, "model") == PAPER_MODELS  # all three are named by model= in the stages
     assert plan["model", "tiny_random_student"].startswith("nothing to fetch (random")
-    plan = dry_run(capsys, EMBEDDED, "pair=gemma2")  # a pair every entry config takes (sampling too)
+    plan = dry_run(capsys, PRETRAINED, "pair=gemma2")  # a pair every entry config takes (sampling too)
     assert hub(plan, "model") == PAPER_MODELS  # the pair's WC, SE and distillation student
     assert plan["model", "smollm2_135m"] == "nothing to fetch (embedded)"  # still sampled
     # An override that a stage's entry config does not have fails that stage, as the recipe itself would
     # (run_train.py composes no `model`): said in one line, nothing planned.
-    assert prefetch.main([EMBEDDED, "model=gemma2_9b", "--dry-run"]) == 2
+    assert prefetch.main([PRETRAINED, "model=gemma2_9b", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: stage train") and "Could not override 'model'" in err, err
     assert len(err.strip().splitlines()) == 1, err

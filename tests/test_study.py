@@ -39,10 +39,14 @@ def test_recipes_parse_and_merge_overrides(tmp_path: Path) -> None:
 
 
 # Jobs per stage: the product of each stage's comma lists (sweeps/*.yaml).
-JOBS = {"embedded": [4, 2, 1, 4, 2, 4, 1], "paper": [8, 2, 24, 6, 24, 1]}
+JOBS = {
+    "embedded": [12, 6, 3, 36, 9, 36, 1],
+    "pretrained": [4, 2, 1, 4, 2, 4, 1],
+    "paper": [8, 2, 24, 6, 24, 1],
+}
 
 
-@pytest.mark.parametrize("recipe", ["embedded", "paper"])
+@pytest.mark.parametrize("recipe", list(JOBS))
 def test_every_job_of_a_recipe_composes(recipe: str) -> None:
     """Every job every stage of a recipe would launch (comma lists expanded as Hydra's sweeper does)
     composes and resolves its run folder and SLURM request: a recipe must not fail on first contact
@@ -67,7 +71,7 @@ def test_jobs_are_expanded_as_hydras_basic_sweeper_does() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    for recipe in ("embedded", "paper"):
+    for recipe in JOBS:
         _, stages, common = load_recipe(REPO / f"sweeps/{recipe}.yaml")
         extra = merge_overrides(common, ("seed=1",))
         for stage in stages:
@@ -97,7 +101,7 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "compute_optimal.recipes",
-        "sweeps/embedded.yaml",
+        "sweeps/pretrained.yaml",
         "experiment=quick",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
@@ -164,7 +168,11 @@ def test_whole_study_end_to_end(tmp_path: Path) -> None:
 
 # --- the study report over seeds, from evaluation and training runs with known results ----------------
 
-WC, SE, STUDENT = "smollm2_135m", "gemma3_270m", "smollm2_135m"  # pair=embedded; self_improvement: WC learns
+WC, SE, STUDENT = (
+    "smollm2_135m",
+    "gemma3_270m",
+    "smollm2_135m",
+)  # pair=pretrained; self_improvement: WC learns
 # Greedy correctness of 5 test problems per seed: the base student, the students after WC and after SE data.
 # pass@1 (base, WC, SE) and WC − SE: seed 0 (0.2, 0.6, 0.2) +0.4; seed 1 (0.2, 0.4, 0.4) 0.0; seed 2 (0.4,
 # 0.8, 0.2) +0.6.
@@ -206,7 +214,7 @@ def compose_study(outputs: Path, *overrides: str):
     """run_eval.py task=study_report's config on ``outputs``, the self-improvement row only."""
     return compose_job(
         "run_eval.py",
-        [f"paths.outputs={outputs}", "logger=none", "task=study_report", "task.regimes=[self_improvement]",
+        [f"paths.outputs={outputs}", "logger=none", "pair=pretrained", "task=study_report", "task.regimes=[self_improvement]",
          *overrides],
     )  # fmt: skip
 
@@ -357,7 +365,7 @@ def test_study_report_with_a_seed_missing(tmp_path: Path) -> None:
     )
     assert f"| 2 {ROW} 0.400 | 0.800 | — | — | — |" in report
     command = (
-        "python run_eval.py pair=embedded task=evaluate dataset=arith task.student.regime=self_improvement "
+        "python run_eval.py pair=pretrained task=evaluate dataset=arith task.student.regime=self_improvement "
         "task.student.sampler=se budget=high seed=2"
     )
     assert (

@@ -651,8 +651,10 @@ def test_missing_sampling_run_names_it_and_the_command(tmp_path: Path) -> None:
     assert not (tmp_path / "train").exists()
 
 
-def test_embedded_pair_has_no_distillation_student(tmp_path: Path) -> None:
-    proc = run_cli(tmp_path, "regime=knowledge_distillation", "trainer=deepspeed_zero2", check=False)
+def test_pretrained_pair_has_no_distillation_student(tmp_path: Path) -> None:
+    proc = run_cli(
+        tmp_path, "pair=pretrained", "regime=knowledge_distillation", "trainer=deepspeed_zero2", check=False
+    )
     assert proc.returncode == 2 and "pair.distill_student" in proc.stderr
     assert "pair=gemma2" in proc.stderr and "pair=tiny" in proc.stderr and "Traceback" not in proc.stderr
 

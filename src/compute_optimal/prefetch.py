@@ -87,14 +87,16 @@ def _named_model(name: str, conf: str) -> Model:
 
 
 def job_touches(cfg: DictConfig, conf: Path | None = None) -> tuple[list[Model], list[Dataset]]:
-    """The models and datasets one composed job (``recipes.compose_job``) uses: its ``model``, the members
-    of its ``pair`` (names: their ``<conf>/model/`` files), the student it trains, the model its task
-    loads (an evaluated model or student, a judge), and its ``dataset``."""
+    """The models and datasets one composed job (``recipes.compose_job``) uses: its ``model`` (a sampling
+    job's), the members of its ``pair`` (names: their ``<conf>/model/`` files), the student it trains, the
+    model its task loads (an evaluated model or student, a judge), and its ``dataset``."""
     conf = Path(conf or conf_dir())
-    found = [_model(cfg.get("model")), _model(cfg.get("student"))]
+    found = [_model(cfg.get("student"))]
     task = cfg.get("task")
-    if isinstance(task, DictConfig):  # run_eval.py: the model the task runs (task.fpr.judge_model, ...)
-        found.append(_model(task.get("loads")))
+    if isinstance(task, DictConfig):  # run_eval.py: only the model the task runs (task.fpr.judge_model,
+        found.append(_model(task.get("loads")))  # ...), not eval.yaml's default `model` a report ignores
+    else:
+        found.append(_model(cfg.get("model")))
     pair = cfg.get("pair")
     for member in PAIR_MEMBERS if isinstance(pair, DictConfig) else ():
         name = pair.get(member)

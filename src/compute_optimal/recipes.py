@@ -9,7 +9,7 @@ run one after another: a multirun returns when all its jobs are done, locally or
 (``hydra/launcher=submitit_slurm`` among the extra overrides). Every run skips itself when its
 config is already finished, so running a recipe again resumes where it stopped and redoes nothing.
 Extra overrides given on the command line go to every stage too, and replace a common override of
-the same key (``experiment=quick`` instead of the recipe's ``experiment=embedded``).
+the same key (``experiment=quick`` instead of ``sweeps/pretrained.yaml``'s ``experiment=pretrained``).
 
 What a stage launches, job by job, without launching it: :func:`expand_jobs` (each job's overrides, the
 sweep expanded as Hydra's basic sweeper does) and :func:`compose_job` (a job's composed config, as its
@@ -131,6 +131,18 @@ def expand_jobs(
     return [[*hydra_overrides, *job] for job in itertools.product(*choices.values())]
 
 
+def _sweeps(overrides: tuple[str, ...], where: str) -> bool:
+    """Whether any override is a sweep (``a,b``, ``range(3)``), as Hydra parses it: a list value
+    (``task.seeds=[0,1,2]``) is one value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(list(overrides)))
+    except HydraException as exc:
+        raise RecipeError(f"{where}: {exc}") from exc
+
+
 def load_recipe(path: str | Path) -> tuple[str, list[Stage], tuple[str, ...]]:
     """Parse a recipe file; errors name the file and the stage."""
     path = Path(path)
@@ -146,7 +158,7 @@ def load_recipe(path: str | Path) -> tuple[str, list[Stage], tuple[str, ...]]:
         if not isinstance(raw, dict) or raw.get("script") not in ENTRY_POINTS:
             raise RecipeError(f"{path}, {name}: `script` must be one of {ENTRY_POINTS}")
         overrides = tuple(str(o) for o in raw.get("overrides", []))
-        multirun = bool(raw.get("multirun", any("," in o.split("=", 1)[-1] for o in overrides)))
+        multirun = bool(raw.get("multirun", _sweeps(overrides, f"{path}, {name}")))
         stages.append(Stage(str(name), raw["script"], overrides, multirun))
     common = tuple(str(o) for o in data.get("common", []))
     return str(data.get("name", path.stem)), stages, common

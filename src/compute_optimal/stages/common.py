@@ -113,8 +113,9 @@ def student_name(regime: str, pair: DictConfig) -> str:
     if name is None:
         raise RegimeError(
             f"regime {regime} needs a student for the pair {pair.get('name', '')} ({pair.wc} vs {pair.se}), "
-            "which names none (pair.distill_student is null). Use a pair that has one (pair=gemma2 on a "
-            "cluster: Gemma-7B; pair=tiny: a tiny random model) or name it: pair.distill_student=<model>"
+            "which names none (pair.distill_student is null). Use a pair that has one (pair=arith: the family's "
+            "0.6M student; pair=gemma2 on a cluster: Gemma-7B; pair=tiny: a tiny random model) or name it: "
+            "pair.distill_student=<model>"
         )
     return name
 

@@ -1,5 +1,0 @@
-#!/usr/bin/env bash
-# Sampling stage of the embedded study: SmolLM2-135M (WC) vs Gemma-3-270M (SE), low and high budget.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" run_sample.py -m experiment=embedded model=smollm2_135m,gemma3_270m budget=low,high "$@"
