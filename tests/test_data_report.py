@@ -238,8 +238,8 @@ def test_eval_config_composes_and_resolves(tmp_path: Path) -> None:
     )
     assert cfg["task"]["loads"]["name"] == "gemma2_27b"  # what its SLURM job asks for
     default = OmegaConf.to_container(compose_eval(tmp_path, pair=None), resolve=True)
-    assert (default["pair"]["wc"], default["pair"]["se"]) == ("smollm2_135m", "gemma3_270m")
-    assert default["task"]["report_dir"].endswith("/smollm2_135m-vs-gemma3_270m/seed0")
+    assert (default["pair"]["wc"], default["pair"]["se"]) == ("arith_wc", "arith_se")  # the embedded default
+    assert default["task"]["report_dir"].endswith("/arith_wc-vs-arith_se/seed0")
 
 
 def test_headline_numbers_by_hand(known_runs: Path) -> None:
