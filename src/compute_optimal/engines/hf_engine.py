@@ -65,12 +65,7 @@ class HFEngine(Engine):
     def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
         if settings.temperature > 0:
             return [self._generate_one(r, settings) for r in requests]
-        size = self.greedy_batch_size
-        return [
-            g
-            for i in range(0, len(requests), size)
-            for g in self._generate_greedy(requests[i : i + size], settings)
-        ]
+        return [generation for _, generation in self.stream(enumerate(requests), settings)]
 
     def stream(
         self, requests: Iterable[tuple[K, Request]], settings: SamplingSettings
