@@ -109,6 +109,24 @@ def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
         assert run_evaluation(run, target, plans, engine, progress=False) == summary
         assert not engine.started
     assert len(started) == 1
+    # Nor is it taken for the evaluation of another model: a retrained student keeps its name and folder,
+    # so its training run's finish time is part of the evaluation's config (before the fix: returned as done).
+    retrained = plan_runs(
+        run=run,
+        model=TINY,
+        dataset=DATASET,
+        problems=PROBLEMS[:3],
+        num_samples=3,
+        temperature=1.0,
+        max_new_tokens=8,
+        chunk_size=2,
+        seed=0,
+        trained={"label": "self_improvement/tiny_random/wc-high-compute", "finished_at": "2026-12-02T10:00"},
+    )
+    refused = pytest.raises(runs.RunError, match=r"different config \(trained: None -> ")
+    with refused, LazyEngine(make_engine) as engine:
+        run_evaluation(run, target, retrained, engine, progress=False)
+    assert len(started) == 1
 
 
 def test_student_checkpoint_errors(tmp_path: Path) -> None:

@@ -242,6 +242,25 @@ def test_resuming_with_another_config_is_refused(tmp_path: Path, tiny_checkpoint
         run_sampling(other, engine, progress=False)
 
 
+def test_a_finished_run_of_another_model_is_not_taken_for_this_one(
+    tmp_path: Path, tiny_checkpoint: str
+) -> None:
+    """A retrained family member keeps its name: its finished samples folder must not be skipped as done
+    (before the fix, the second call returned the old model's summary)."""
+    run_dir = tmp_path / "run"
+    with hf_engine(tiny_checkpoint) as engine:
+        run_sampling(make_plan(run_dir), engine, progress=False)
+    retrained = make_plan(run_dir)
+    retrained.signature["model"] = {**retrained.signature["model"], "pretrain": {"train": {"lr": 1.5e-3}}}
+    with (
+        pytest.raises(runs.RunError, match=r"different config \(model.pretrain: None -> "),
+        no_engine() as engine,
+    ):
+        run_sampling(retrained, engine, progress=False)
+    with no_engine() as engine:  # the same config is still read back, not redone
+        assert run_sampling(make_plan(run_dir), engine, progress=False)["num_samples"] == len(PROBLEMS) * 3
+
+
 def test_a_claim_without_results_gives_way_to_another_config(tmp_path: Path, tiny_checkpoint: str) -> None:
     """A run that failed before its first chunk (here: its engine failed to start) has lost nothing: the
     corrected command, with another config, takes the folder over instead of being refused."""

@@ -287,6 +287,15 @@ def test_training_stage_through_the_entry_point(tiny_data: Path) -> None:
     assert not (run_dir / "resume").exists(), "the resume state is removed once the run is finished"
     again = run_cli(tiny_data, *args)  # the finished run is skipped
     assert "Trainer.fit" not in again.stderr
+    assert (
+        "is finished; skipping" in again.stderr
+        and json.loads((run_dir / "train_summary.json").read_text()) == summary
+    )
+    # ... but only by the same config: other settings are refused by name, not answered with this student
+    # (before the fix the finished run was returned as if trained at lr 1e-3).
+    other = run_cli(tiny_data, *args, "train.lr=1e-3", check=False)
+    assert other.returncode != 0 and "Trainer.fit" not in other.stderr
+    assert "already holds a run of a different config (hparams.lr: " in other.stderr + other.stdout
 
 
 @pytest.mark.slow

@@ -79,8 +79,11 @@ def plan_runs(
     max_new_tokens: int,
     chunk_size: int,
     seed: int,
+    trained: Mapping[str, Any] | None = None,
 ) -> dict[str, SamplingPlan]:
-    """The greedy and the sampled generation runs of one evaluation (sampling-stage plans)."""
+    """The greedy and the sampled generation runs of one evaluation (sampling-stage plans); ``trained``
+    (a student's training run: label and finish time) joins their signatures, since a retrained student
+    has the same name and folder."""
     plans = {}
     test = dataclasses.replace(dataset, split="test", limit=None)
     for kind, n, temp in ((GREEDY, 1, 0.0), (SAMPLED, num_samples, temperature)):
@@ -95,6 +98,8 @@ def plan_runs(
             sampling=SamplingConfig(temperature=temp, max_new_tokens=max_new_tokens, chunk_size=chunk_size),
             seed=seed,
         )
+        if trained is not None:
+            plans[kind].signature["trained"] = dict(trained)
     return plans
 
 
@@ -109,6 +114,8 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Generate (or resume, or skip when finished), grade and score; ``eval_summary.json`` is written last."""
     if run.is_finished():
+        for plan in plans.values():  # this config's evaluation, not one of another model or settings
+            plan.run.claim(plan.signature)
         return run.read_summary()
     summaries = {kind: run_sampling(plan, engine, progress=progress) for kind, plan in plans.items()}
     tables = {kind: pd.read_parquet(s["samples_path"]) for kind, s in summaries.items()}

@@ -7,8 +7,9 @@ request's samples do not depend on what else is in the batch (resumed runs repro
 
 Greedy decoding draws nothing at random, so greedy requests run ``greedy_batch_size`` prompts per
 ``generate`` call, left-padded: for the arith family's tiny models one call per prompt is all Python
-overhead. (Padding can change a logit in the last bits, hence a near-tie token; the batches are the
-same fixed slices of the request list on every run.)
+overhead. They are batched shortest prompt first (stable), so a batch's rows end at about the same step.
+(Padding can change a logit in the last bits, hence a near-tie token; the batches are the same slices of the
+sorted request list on every run.)
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class HFEngine(Engine):
     def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
         if settings.temperature > 0:
             return [self._generate_one(r, settings) for r in requests]
-        return [generation for _, generation in self.stream(enumerate(requests), settings)]
+        done = dict(self.stream(enumerate(requests), settings))  # in batch order: shortest prompt first
+        return [done[i] for i in range(len(requests))]
 
     def stream(
         self, requests: Iterable[tuple[K, Request]], settings: SamplingSettings
@@ -74,7 +76,9 @@ class HFEngine(Engine):
         if settings.temperature > 0:
             yield from super().stream(requests, settings)
             return
-        pending = iter(requests)
+        # A call runs until its longest row ends, and a longer question has a longer solution (arith: one
+        # sentence per step), so batching prompts of similar length wastes fewer steps: shortest first.
+        pending = iter(sorted(requests, key=lambda item: len(item[1].prompt)))
         while batch := list(itertools.islice(pending, self.greedy_batch_size)):
             keys = [key for key, _ in batch]
             yield from zip(keys, self._generate_greedy([r for _, r in batch], settings), strict=True)

@@ -29,12 +29,8 @@ def _slurm_tasks_per_node() -> int | None:
 
 
 def run(cfg: DictConfig) -> StageResult:
-    """Train one student (a finished run is read back, not redone)."""
+    """Train one student (a finished run of the same config is read back, not redone)."""
     run_folder = train_run(cfg)
-    if run_folder.is_finished():
-        log.info("%s is finished; skipping", run_folder.path)
-        summary = run_folder.read_summary()
-        return StageResult(summary, message(summary))
     regime = Regime(
         cfg.regime.name,
         student=model_named(cfg, student_name(cfg.regime.name, cfg.pair)),
@@ -43,7 +39,6 @@ def run(cfg: DictConfig) -> StageResult:
     )
     dataset = Dataset.from_config(cfg.dataset)
     sampler = regime.sampler_model(cfg.data.sampler)
-    check_available(regime.student)
     plan = plan_training(
         run=run_folder,
         regime=regime,
@@ -57,6 +52,14 @@ def run(cfg: DictConfig) -> StageResult:
         seed=cfg.seed,
         logger=plain(cfg.get("logger")),
     )
+    if run_folder.is_finished():
+        # Only if it is this config's run: one trained with other settings, another student or other data
+        # (a retrained family, resampled data) stops here with the differences named.
+        run_folder.claim(plan.signature)
+        log.info("%s is finished; skipping", run_folder.path)
+        summary = run_folder.read_summary()
+        return StageResult(summary, message(summary))
+    check_available(regime.student)
     summary = run_training(
         plan,
         problems=load_split(cfg.dataset, "train"),

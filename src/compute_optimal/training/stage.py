@@ -310,7 +310,9 @@ def run_training(
     if not trainer.is_global_zero:
         return {}
     export_model(module, tokenizer, run.model_dir, state_dict, dtype=plan.hparams.dtype)
-    summary = _summary(plan, trainer, module, history, data_info, started)
+    # finished_at: an evaluation of this student records it, so a retrained student is not taken for this one
+    summary = {**_summary(plan, trainer, module, history, data_info, started),
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
     run.write_summary(summary)  # completion marker: last
     shutil.rmtree(run.resume_dir, ignore_errors=True)  # the exported model supersedes the resume state
     return summary
