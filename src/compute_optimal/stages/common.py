@@ -114,7 +114,7 @@ def student_name(regime: str, pair: DictConfig) -> str:
         raise RegimeError(
             f"regime {regime} needs a student for the pair {pair.get('name', '')} ({pair.wc} vs {pair.se}), "
             "which names none (pair.distill_student is null). Use a pair that has one (pair=arith: the family's "
-            "0.6M student; pair=gemma2 on a cluster: Gemma-7B; pair=tiny: a tiny random model) or name it: "
+            "0.26M student; pair=gemma2 on a cluster: Gemma-7B; pair=tiny: a tiny random model) or name it: "
             "pair.distill_student=<model>"
         )
     return name
