@@ -67,17 +67,9 @@ def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
     target = EvalTarget("base", f"base/{TINY.name}", TINY)
     run = EvalRun.of_base(tmp_path, DATASET.name, TINY.name, 0)
     assert run.path == tmp_path / "eval/toy/base/tiny_random/seed0" and run.target == "base/tiny_random"
-    plans = plan_runs(
-        run=run,
-        model=TINY,
-        dataset=DATASET,
-        problems=PROBLEMS[:3],
-        num_samples=3,
-        temperature=1.0,
-        max_new_tokens=8,
-        chunk_size=2,
-        seed=0,
-    )
+    plan_args = dict(run=run, model=TINY, dataset=DATASET, problems=PROBLEMS[:3], num_samples=3,
+                     temperature=1.0, max_new_tokens=8, chunk_size=2, seed=0)  # fmt: skip
+    plans = plan_runs(**plan_args)
     started = []
 
     def make_engine():
@@ -111,18 +103,8 @@ def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
     assert len(started) == 1
     # Nor is it taken for the evaluation of another model: a retrained student keeps its name and folder,
     # so its training run's finish time is part of the evaluation's config (before the fix: returned as done).
-    retrained = plan_runs(
-        run=run,
-        model=TINY,
-        dataset=DATASET,
-        problems=PROBLEMS[:3],
-        num_samples=3,
-        temperature=1.0,
-        max_new_tokens=8,
-        chunk_size=2,
-        seed=0,
-        trained={"label": "self_improvement/tiny_random/wc-high-compute", "finished_at": "2026-12-02T10:00"},
-    )
+    trained = {"label": "self_improvement/tiny_random/wc-high-compute", "finished_at": "2026-12-02T10:00"}
+    retrained = plan_runs(**plan_args, trained=trained)
     refused = pytest.raises(runs.RunError, match=r"different config \(trained: None -> ")
     with refused, LazyEngine(make_engine) as engine:
         run_evaluation(run, target, retrained, engine, progress=False)

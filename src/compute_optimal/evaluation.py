@@ -113,9 +113,7 @@ def run_evaluation(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate (or resume, or skip when finished), grade and score; ``eval_summary.json`` is written last."""
-    if run.is_finished():
-        for plan in plans.values():  # this config's evaluation, not one of another model or settings
-            plan.run.claim(plan.signature)
+    if run.is_finished() and all(plan.run.finished_as(plan.signature) for plan in plans.values()):
         return run.read_summary()
     summaries = {kind: run_sampling(plan, engine, progress=progress) for kind, plan in plans.items()}
     tables = {kind: pd.read_parquet(s["samples_path"]) for kind, s in summaries.items()}

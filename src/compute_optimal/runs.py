@@ -76,6 +76,13 @@ class RunFolder:
         """The completion marker: write it last."""
         atomic_write_json(self.summary_path, summary)
 
+    def finished_as(self, signature: Mapping[str, Any]) -> bool:
+        """Whether the folder holds a finished run of ``signature`` (so a stage may skip it). Claims the
+        folder first, so a finished run of another config (other settings, a retrained model of the same
+        name) stops with the differences named instead of being taken for this one."""
+        self.claim(signature)
+        return self.is_finished()
+
     def claim(self, signature: Mapping[str, Any]) -> None:
         """Record the config in the folder; a folder claimed by another config that wrote nothing (it
         failed before its first result) is claimed anew, so the corrected command is not refused."""

@@ -247,10 +247,7 @@ def run_sampling(
     """Execute a plan (or skip it when finished); returns the run's summary. ``engine`` is started only
     when there are chunks to sample, and left running for its owner."""
     run = plan.run
-    # Before the finished check: a finished run of another config (another model, a retrained family
-    # member, other settings) stops with the differences named instead of being taken for this one.
-    run.claim(plan.signature)
-    if run.is_finished():
+    if run.finished_as(plan.signature):
         log.info("skipping %s: already finished", run.path)
         return run.read_summary()
     started = time.time()

@@ -72,7 +72,8 @@ class HFEngine(Engine):
     def stream(
         self, requests: Iterable[tuple[K, Request]], settings: SamplingSettings
     ) -> Iterator[tuple[K, Generation]]:
-        """Sampled requests one at a time (the default); greedy ones ``greedy_batch_size`` at a time."""
+        """Sampled requests one at a time (the default). Greedy ones are all taken at once, sorted by
+        prompt length, and run ``greedy_batch_size`` at a time."""
         if settings.temperature > 0:
             yield from super().stream(requests, settings)
             return

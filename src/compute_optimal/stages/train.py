@@ -52,10 +52,7 @@ def run(cfg: DictConfig) -> StageResult:
         seed=cfg.seed,
         logger=plain(cfg.get("logger")),
     )
-    if run_folder.is_finished():
-        # Only if it is this config's run: one trained with other settings, another student or other data
-        # (a retrained family, resampled data) stops here with the differences named.
-        run_folder.claim(plan.signature)
+    if run_folder.finished_as(plan.signature):  # other settings, student or data: refused by name
         log.info("%s is finished; skipping", run_folder.path)
         summary = run_folder.read_summary()
         return StageResult(summary, message(summary))
