@@ -4,7 +4,7 @@ worth of work on each, start-up included (a job pays it), in one invocation, and
     .venv/bin/python benchmarks/engine_choice.py [--model arith_wc] [--problems 500] [--samples 30 --sample-problems 100]
 
 greedy: ``--problems`` test prompts, temperature 0 (an evaluation's greedy run; hf batches them).
-sampled: ``--sample-problems`` prompts x ``--samples`` at T = 0.7 (a sampling run; hf runs one request at a time).
+sampled: ``--sample-problems`` prompts x ``--samples`` at T = 0.7 (a sampling run; hf batches 64 rows per call).
 Each line: seconds to start, seconds to generate, generated tokens; then ``RATIO hf/vllm_cpu`` per workload
 (below 1: hf is faster).
 """
@@ -27,7 +27,7 @@ VLLM_CPU = {"enforce_eager": True, "kv_cache_memory_bytes": 512 << 20, "max_mode
 
 def timed(checkpoint: str, backend: str, requests: list[Request], settings: SamplingSettings) -> float:
     started = time.monotonic()
-    engine = build_engine(checkpoint, backend, vllm_cpu=VLLM_CPU)  # hf: its default greedy batch (64)
+    engine = build_engine(checkpoint, backend, vllm_cpu=VLLM_CPU)  # hf: its default batch (64 rows per call)
     with engine:
         ready = time.monotonic()
         generations = engine.generate(requests, settings)

@@ -84,15 +84,15 @@ def test_hf_greedy_batches_equal_one_prompt_at_a_time() -> None:
     ]
     requests = [Request(TEMPLATE.render(q), n, 5) for q, n in zip(questions, [1, 2, 1, 1, 3], strict=True)]
     greedy = SamplingSettings(temperature=0.0, max_new_tokens=12, stop=(" remarked", " November"))
-    one = HFEngine(checkpoint, greedy_batch_size=1).generate(requests, greedy)
-    engine = HFEngine(checkpoint, greedy_batch_size=4)
+    one = HFEngine(checkpoint, batch_size=1).generate(requests, greedy)
+    engine = HFEngine(checkpoint, batch_size=4)
     batched = engine.generate(requests, greedy)
     assert batched == one
     # The sampling stage streams its requests: greedy ones are pulled and generated 4 at a time.
     calls = []
-    generate_greedy = engine._generate_greedy
-    engine._generate_greedy = lambda batch, settings: (
-        calls.append(len(batch)) or generate_greedy(batch, settings)
+    generate_rows = engine._generate_rows
+    engine._generate_rows = lambda batch, settings, seeds: (
+        calls.append(len(batch)) or generate_rows(batch, settings, seeds)
     )
     streamed = list(engine.stream(enumerate(requests), greedy))
     assert dict(streamed) == dict(enumerate(one))
@@ -102,8 +102,48 @@ def test_hf_greedy_batches_equal_one_prompt_at_a_time() -> None:
     assert [len(g.completions) for g in batched] == [1, 2, 1, 1, 3]
     lengths = {c.generated_tokens for g in one for c in g.completions}
     assert len(lengths) > 1, "the rows must stop at different lengths for this check to mean anything"
-    with pytest.raises(ValueError, match="greedy_batch_size must be at least 1"):
-        HFEngine(checkpoint, greedy_batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        HFEngine(checkpoint, batch_size=0)
+
+
+def test_hf_sampled_rows_are_seeded_per_row_whatever_the_batch(tiny_checkpoint: str) -> None:
+    """Sampled requests share generate calls (n rows each, rows of several prompts per call), yet every
+    sample is drawn from its own generator (seed + i): the same samples with 1 row per call as with 4, for
+    a request alone as among others, and streamed a window at a time."""
+    from compute_optimal.engines.hf_engine import WINDOW_CALLS, HFEngine
+
+    questions = ["What is 2 + 3?", "Tom has 4 pens and buys 17 more. How many?", "7 * 8", "Sum 1, 2 and 3."]
+    requests = [
+        Request(TEMPLATE.render(q), n, 40 + i)
+        for i, (q, n) in enumerate(zip(questions, [3, 1, 2, 3], strict=True))
+    ]
+    one_row = HFEngine(tiny_checkpoint, batch_size=1).generate(requests, SETTINGS)
+    engine = HFEngine(tiny_checkpoint, batch_size=4)
+    calls = []
+    generate_rows = engine._generate_rows
+    engine._generate_rows = lambda batch, settings, seeds: (
+        calls.append(list(seeds)) or generate_rows(batch, settings, seeds)
+    )
+    batched = engine.generate(requests, SETTINGS)
+    assert batched == one_row
+    assert [len(g.completions) for g in batched] == [3, 1, 2, 3]
+    # 9 rows, 4 per call; each call mixes prompts, each row keeps its request's seed + i
+    assert sorted(seed for call in calls for seed in call) == [40, 41, 41, 42, 42, 43, 43, 44, 45]
+    assert [len(c) for c in calls] == [2, 3, 4]  # whole requests per call, shortest prompt first
+    assert engine.generate(requests[2:3], SETTINGS) == batched[2:3]
+    assert len({c.text for c in batched[0].completions}) > 1, "n samples of one prompt must differ"
+    # A stream pulls one window of rows (WINDOW_CALLS calls' worth) before it generates.
+    pulled = []
+
+    def source():
+        for key, request in enumerate(requests * 4):
+            pulled.append(key)
+            yield key, request
+
+    stream = engine.stream(source(), SETTINGS)
+    next(stream)
+    assert len(pulled) < 16 and sum(r.n for r in (requests * 4)[: len(pulled)]) >= 4 * WINDOW_CALLS
+    assert sum(r.n for r in (requests * 4)[: len(pulled) - 1]) < 4 * WINDOW_CALLS
 
 
 @pytest.mark.slow

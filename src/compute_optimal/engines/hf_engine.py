@@ -1,26 +1,31 @@
-"""Hugging Face transformers back end: the fallback where vLLM does not install, and fast unit tests.
+"""Hugging Face transformers back end: the fallback where vLLM does not install, the arith family's tiny
+models, and fast unit tests.
 
-Sampling: ``generate(num_return_sequences=n)`` per prompt. (Encoding the prompt once and repeating its KV
-cache n times was measured *slower* here with transformers 5.19: 10.8 vs 20.0 tokens/s,
-benchmarks/sampling_throughput.py.) Sampled requests run one at a time and are seeded one at a time, so a
-request's samples do not depend on what else is in the batch (resumed runs reproduce them).
+Every ``generate`` call runs up to ``batch_size`` rows, left-padded: for tiny models one call per prompt is
+all Python overhead. A greedy request is one row (its n completions are one completion repeated); a sampled
+request is n rows. Rows are batched shortest prompt first (stable), so a call's rows end at about the same
+step.
 
-Greedy decoding draws nothing at random, so greedy requests run ``greedy_batch_size`` prompts per
-``generate`` call, left-padded: for the arith family's tiny models one call per prompt is all Python
-overhead. They are batched shortest prompt first (stable), so a batch's rows end at about the same step.
-(Padding can change a logit in the last bits, hence a near-tie token; the batches are the same slices of the
-sorted request list on every run.)
+Sampled rows draw from their own generators: the i-th sample of a request is seeded ``request.seed + i``
+(as vLLM does) and picked by the Gumbel-max trick (argmax of the tempered, top-p filtered logits minus the
+log of an Exp(1) draw, which is a draw from their softmax), so a sample does not depend on what else shares
+its call, or on resumed runs and shards batching it differently. (Padding can change a logit in the last
+bits, hence a near-tie token, as in greedy batches.)
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 
 from .base import Completion, Engine, Generation, K, Request, SamplingSettings, clip_at_stop
 
 log = logging.getLogger(__name__)
+
+# Sampled requests are pulled this many calls' worth of rows at a time and sorted by prompt length within
+# that window: sorting the whole run would hold back every chunk's writing until the end.
+WINDOW_CALLS = 4
 
 
 class HFEngine(Engine):
@@ -33,18 +38,18 @@ class HFEngine(Engine):
         dtype: str = "float32",
         device: str = "cpu",
         threads: int | None = None,
-        greedy_batch_size: int = 64,
+        batch_size: int = 64,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if threads:
             torch.set_num_threads(int(threads))
-        if int(greedy_batch_size) < 1:
-            raise ValueError(f"engine.hf.greedy_batch_size must be at least 1, got {greedy_batch_size}")
+        if int(batch_size) < 1:
+            raise ValueError(f"engine.hf.batch_size must be at least 1, got {batch_size}")
         self._torch = torch
         self.device = device
-        self.greedy_batch_size = int(greedy_batch_size)
+        self.batch_size = int(batch_size)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = (
             AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).to(device).eval()
@@ -64,70 +69,88 @@ class HFEngine(Engine):
         self._pad_special = {self._pad} & special
 
     def generate(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
-        if settings.temperature > 0:
-            return [self._generate_one(r, settings) for r in requests]
         done = dict(self.stream(enumerate(requests), settings))  # in batch order: shortest prompt first
         return [done[i] for i in range(len(requests))]
 
     def stream(
         self, requests: Iterable[tuple[K, Request]], settings: SamplingSettings
     ) -> Iterator[tuple[K, Generation]]:
-        """Sampled requests one at a time (the default). Greedy ones are all taken at once, sorted by
-        prompt length, and run ``greedy_batch_size`` at a time."""
-        if settings.temperature > 0:
-            yield from super().stream(requests, settings)
-            return
-        # A call runs until its longest row ends, and a longer question has a longer solution (arith: one
-        # sentence per step), so batching prompts of similar length wastes fewer steps: shortest first.
-        pending = iter(sorted(requests, key=lambda item: len(item[1].prompt)))
-        while batch := list(itertools.islice(pending, self.greedy_batch_size)):
-            keys = [key for key, _ in batch]
-            yield from zip(keys, self._generate_greedy([r for _, r in batch], settings), strict=True)
+        """Requests in windows, rows sorted by prompt length within a window and run ``batch_size`` per
+        call; a request is yielded once all its rows are back. Greedy requests are all one window."""
+        greedy = settings.temperature <= 0
+        pending = iter(requests)
+        window_rows = math.inf if greedy else self.batch_size * WINDOW_CALLS
+        while window := _take_rows(pending, window_rows, greedy):
+            yield from self._run_window(window, settings, greedy)
 
-    def _generate_greedy(self, requests: Sequence[Request], settings: SamplingSettings) -> list[Generation]:
-        """Greedy completions of several prompts in one left-padded ``generate`` call; a request's n
-        greedy completions are one completion repeated (greedy decoding is deterministic)."""
+    def _run_window(
+        self, window: list[tuple[K, Request]], settings: SamplingSettings, greedy: bool
+    ) -> Iterator[tuple[K, Generation]]:
+        prompts = {key: self.tokenizer(r.prompt).input_ids for key, r in window}
+        # Shortest prompt first (stable): a longer question has a longer solution (arith: one sentence per
+        # step), and a call runs until its longest row ends.
+        ordered = sorted(window, key=lambda item: len(prompts[item[0]]))
+        requests = dict(window)
+        back: dict[K, list[Completion]] = {key: [] for key in requests}
+        for call in self._calls(ordered, greedy):
+            seeds = None if greedy else [seed for _, seed in call]
+            outs = self._generate_rows([prompts[key] for key, _ in call], settings, seeds)
+            for (key, _), completion in zip(call, outs, strict=True):
+                back[key].append(completion)
+                n = requests[key].n
+                if greedy:  # one row: greedy decoding is deterministic, so its n completions are one
+                    yield key, Generation(len(prompts[key]), (completion,) * n)
+                elif len(back[key]) == n:
+                    yield key, Generation(len(prompts[key]), tuple(back[key]))
+
+    def _calls(self, ordered: list[tuple[K, Request]], greedy: bool) -> Iterator[list[tuple[K, int]]]:
+        """Rows ``(key, seed)`` in calls of at most ``batch_size``: one row per greedy request, n per sampled
+        one (the i-th seeded ``request.seed + i``). A call holds whole requests where they fit (splitting
+        them measured 1.14x slower at n = 30: benchmarks/hf_batching.py); a larger one is split alone."""
+        call: list[tuple[K, int]] = []
+        for key, request in ordered:
+            rows = [(key, request.seed + i) for i in range(1 if greedy else request.n)]
+            if call and len(call) + len(rows) > self.batch_size:
+                yield call
+                call = []
+            while len(rows) > self.batch_size:
+                yield rows[: self.batch_size]
+                rows = rows[self.batch_size :]
+            call += rows
+        if call:
+            yield call
+
+    def _generate_rows(
+        self, prompts: Sequence[list[int]], settings: SamplingSettings, seeds: Sequence[int] | None
+    ) -> list[Completion]:
+        """One left-padded ``generate`` call: greedy where ``seeds`` is None, else row i sampled with its
+        own generator seeded ``seeds[i]``."""
         torch = self._torch
-        prompts = [self.tokenizer(r.prompt).input_ids for r in requests]
+        from transformers import LogitsProcessorList
+
         width = max(len(ids) for ids in prompts)
         ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        processors = LogitsProcessorList()
+        if seeds is not None:
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            processors.append(
+                _SeededSampling(
+                    seeds, settings.temperature, settings.top_p, width, settings.max_new_tokens, vocab
+                )
+            )
         with torch.inference_mode():
             out = self.model.generate(
                 ids,
                 attention_mask=mask,
-                do_sample=False,
+                do_sample=False,  # sampled rows: argmax of the Gumbel-perturbed scores (_SeededSampling)
+                logits_processor=processors,
                 max_new_tokens=settings.max_new_tokens,
                 stop_strings=list(settings.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=self._pad,
             )
-        rows = out[:, width:].tolist()
-        return [
-            Generation(prompt_tokens=len(p), completions=(self._completion(row, settings),) * r.n)
-            for p, r, row in zip(prompts, requests, rows, strict=True)
-        ]
-
-    def _generate_one(self, request: Request, settings: SamplingSettings) -> Generation:
-        torch = self._torch
-        ids = self.tokenizer(request.prompt, return_tensors="pt").input_ids.to(self.device)
-        prompt_len = ids.shape[1]
-        with torch.inference_mode():
-            torch.manual_seed(request.seed)
-            out = self.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                num_return_sequences=request.n,
-                do_sample=settings.temperature > 0,
-                temperature=settings.temperature if settings.temperature > 0 else None,
-                **({"top_p": settings.top_p, "top_k": 0} if settings.temperature > 0 else {}),
-                max_new_tokens=settings.max_new_tokens,
-                stop_strings=list(settings.stop) or None,
-                tokenizer=self.tokenizer,
-                pad_token_id=self._pad,
-            )
-        completions = tuple(self._completion(row, settings) for row in out[:, prompt_len:].tolist())
-        return Generation(prompt_tokens=prompt_len, completions=completions)
+        return [self._completion(row, settings) for row in out[:, width:].tolist()]
 
     def _completion(self, row: list[int], settings: SamplingSettings) -> Completion:
         """One generated row: text up to EOS or a stop sequence; the padding of a row that finished
@@ -141,3 +164,46 @@ class HFEngine(Engine):
         clipped = clip_at_stop(text, settings.stop)
         stopped = hit_eos or clipped != text or n_tokens < settings.max_new_tokens
         return Completion(clipped, n_tokens, "stop" if stopped else "length")
+
+
+def _take_rows(pending: Iterator[tuple[K, Request]], limit: float, greedy: bool) -> list[tuple[K, Request]]:
+    """Requests from ``pending`` until they hold at least ``limit`` rows (or ``pending`` ends): pulls no
+    request beyond them."""
+    window, rows = [], 0
+    for key, request in pending:
+        window.append((key, request))
+        rows += 1 if greedy else request.n
+        if rows >= limit:
+            break
+    return window
+
+
+class _SeededSampling:
+    """A logits processor that makes greedy decoding sample: row i's tempered, top-p filtered scores minus
+    log E, E ~ Exp(1) from row i's own generator, whose argmax is a draw from their softmax. Each row's
+    draws for every step are made up front (one generator call per row, not one per row and step)."""
+
+    def __init__(
+        self, seeds: Sequence[int], temperature: float, top_p: float, width: int, steps: int, vocab: int
+    ):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self._width = width
+        self._warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self._warpers.append(TopPLogitsWarper(top_p))
+        # float64 draws: a float32 one is exactly 0 once in 2^24, and -log 0 would pick any token
+        draws = [
+            torch.empty(steps, vocab, dtype=torch.float64).exponential_(
+                generator=torch.Generator().manual_seed(int(seed))
+            )
+            for seed in seeds
+        ]
+        self._log_draws = torch.stack(draws).log_().float()  # rows x steps x vocab
+
+    def __call__(self, input_ids, scores):
+        for warper in self._warpers:
+            scores = warper(input_ids, scores)
+        step = input_ids.shape[1] - self._width
+        return scores - self._log_draws[:, step, : scores.shape[-1]].to(scores.device)
