@@ -416,6 +416,9 @@ def test_exact_fpr_of_runs_with_known_false_positives(exact_runs: Path) -> None:
     ]:
         assert row in text, row
     assert "- low: WC − SE = +26.7 pp (exact)" in text
+    # The headline's FPR columns show the exact check where no judge or labels measured one.
+    headline = next(line for line in text.splitlines() if line.startswith("| low | compute |"))
+    assert headline.endswith("| 0.600 (exact) | 0.333 (exact) | +26.7 pp |"), headline
     assert "Not measured: task.fpr.method=none" in text  # the judge / human FPR is apart
     data = json.loads(Path(result["data"]).read_text())["process_fpr"]
     assert data["method"] == "exact process check" and data["judge_calibration"] == []

@@ -69,8 +69,13 @@ def _missing_commands(b: BudgetComparison) -> str:
     return "; ".join(f"`{r.run.command}`" for r in b.missing_number)
 
 
-def headline_markdown(comparison: DataComparison) -> str:
-    """The headline table: WC over SE per budget and matching."""
+def _missing(value: Any) -> bool:
+    return value is None or pd.isna(value)
+
+
+def headline_markdown(comparison: DataComparison, process: ProcessFPR | None = None) -> str:
+    """The headline table: WC over SE per budget and matching. FPR: the judge's or the labels' where
+    measured (``task.fpr``), else the process check's over every answer-correct sample, marked with its label."""
     frame = comparison.headline()
     by_budget = {b.budget: b for b in comparison.budgets}
     rows = []
@@ -79,6 +84,15 @@ def headline_markdown(comparison: DataComparison) -> str:
             cell = f"not run (command: {_missing_commands(by_budget[r['budget']])})"
             rows.append([r["budget"], r["matching"], cell, *["–"] * 9])
             continue
+        fpr = [_num(r["fpr_wc"]), _num(r["fpr_se"]), _pp(r["fpr_diff_pp"])]
+        b = by_budget[r["budget"]]
+        if _missing(r["fpr_wc"]) and process is not None and r["matching"] == comparison.matching:
+            checked = [
+                process.rates.get((run.model, run.ref.budget_dir), {}).get(ALL_LEVELS) for run in (b.wc, b.se)
+            ]
+            if all(c is not None and c.value is not None for c in checked):
+                w, s_ = (c.value for c in checked)
+                fpr = [f"{_num(w)} ({process.label})", f"{_num(s_)} ({process.label})", _pp(100.0 * (w - s_))]
         rows.append(
             [
                 r["budget"],
@@ -90,9 +104,7 @@ def headline_markdown(comparison: DataComparison) -> str:
                 _num(r["diversity_wc"], 2),
                 _num(r["diversity_se"], 2),
                 _rel(r["diversity_rel_pct"]),
-                _num(r["fpr_wc"]),
-                _num(r["fpr_se"]),
-                _pp(r["fpr_diff_pp"]),
+                *fpr,
             ]
         )
     header = [
@@ -363,13 +375,14 @@ def render_markdown(
         *(f"> **Warning:** {w}" for w in c.warnings),
         "## Headline: WC over SE",
         "",
-        headline_markdown(c),
+        headline_markdown(c, process),
         "",
         "S: samples per problem; coverage and diversity are at k = S of each side. Δ = relative difference "
         "WC over SE, 100·(WC − SE)/SE (n/a where SE is 0); Δ FPR in percentage points. *compute*: equal "
         "sampling FLOPs; *number*: equal samples per problem (`budget.mode=number`, the paper's ablation); "
         "*number (WC subsampled)*: WC's compute-matched samples at k = S of SE, the same comparison "
-        "estimated without a new run. FPR rows only for compute-matched runs.",
+        "estimated without a new run. FPR rows only for compute-matched runs: the judge's or the labels' where "
+        "measured, else the process check's, labelled (*False positives: the process check* below).",
         "",
         f"{PAPER}",
         "",

@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> StageResult:
     summary = {"task": "data_report", **paths, "wandb_dir": wandb_dir, "headline": comparison.headline()}
     if process is not None:
         summary["process_fpr"] = process.table()
-    return StageResult(summary, f"{headline_markdown(comparison)}\n\nreport: {paths['report']}")
+    return StageResult(summary, f"{headline_markdown(comparison, process)}\n\nreport: {paths['report']}")
 
 
 # --- false-positive rate --------------------------------------------------------------------------
