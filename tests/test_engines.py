@@ -146,6 +146,28 @@ def test_hf_sampled_rows_are_seeded_per_row_whatever_the_batch(tiny_checkpoint: 
     assert sum(r.n for r in (requests * 4)[: len(pulled) - 1]) < 4 * WINDOW_CALLS
 
 
+def test_hf_one_sample_is_what_transformers_samples(tiny_checkpoint: str) -> None:
+    """The seeded Gumbel-max draw is exactly multinomial sampling: a request's first sample (seed + 0) is the
+    sample transformers' own ``generate(do_sample=True)`` draws after ``torch.manual_seed(seed)`` (torch's CPU
+    multinomial races the probabilities against Exp(1) draws of that generator: the same draws)."""
+    import torch
+
+    from compute_optimal.engines.hf_engine import HFEngine
+
+    engine = HFEngine(tiny_checkpoint, batch_size=8)
+    requests = [Request(TEMPLATE.render(q), 1, seed) for q, seed in [("What is 2 + 3?", 5), ("7 * 8", 123)]]
+    ours = engine.generate(requests, SETTINGS)
+    for request, generation in zip(requests, ours, strict=True):
+        ids = engine.tokenizer(request.prompt, return_tensors="pt").input_ids
+        torch.manual_seed(request.seed)
+        out = engine.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
+                                    top_k=0, top_p=1.0, max_new_tokens=SETTINGS.max_new_tokens,
+                                    stop_strings=list(SETTINGS.stop), tokenizer=engine.tokenizer,
+                                    pad_token_id=engine._pad)  # fmt: skip
+        theirs = engine._completion(out[0, ids.shape[1] :].tolist(), SETTINGS)
+        assert generation.completions == (theirs,)
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_engine_is_seeded(tiny_checkpoint: str) -> None:
