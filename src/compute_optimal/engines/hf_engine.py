@@ -133,12 +133,7 @@ class HFEngine(Engine):
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         processors = LogitsProcessorList()
         if seeds is not None:
-            vocab = self.model.get_output_embeddings().weight.shape[0]
-            processors.append(
-                _SeededSampling(
-                    seeds, settings.temperature, settings.top_p, width, settings.max_new_tokens, vocab
-                )
-            )
+            processors.append(_SeededSampling(seeds, settings.temperature, settings.top_p))
         with torch.inference_mode():
             out = self.model.generate(
                 ids,
@@ -180,30 +175,26 @@ def _take_rows(pending: Iterator[tuple[K, Request]], limit: float, greedy: bool)
 
 class _SeededSampling:
     """A logits processor that makes greedy decoding sample: row i's tempered, top-p filtered scores minus
-    log E, E ~ Exp(1) from row i's own generator, whose argmax is a draw from their softmax. Each row's
-    draws for every step are made up front (one generator call per row, not one per row and step)."""
+    log E, E ~ Exp(1) drawn per step from row i's own generator, whose argmax is a draw from their softmax
+    (torch's CPU multinomial does the same race with the same draws)."""
 
-    def __init__(
-        self, seeds: Sequence[int], temperature: float, top_p: float, width: int, steps: int, vocab: int
-    ):
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
         import torch
         from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-        self._width = width
+        self._torch = torch
+        self._generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         self._warpers = [TemperatureLogitsWarper(temperature)]
         if top_p < 1.0:
             self._warpers.append(TopPLogitsWarper(top_p))
-        # float64 draws: a float32 one is exactly 0 once in 2^24, and -log 0 would pick any token
-        draws = [
-            torch.empty(steps, vocab, dtype=torch.float64).exponential_(
-                generator=torch.Generator().manual_seed(int(seed))
-            )
-            for seed in seeds
-        ]
-        self._log_draws = torch.stack(draws).log_().float()  # rows x steps x vocab
 
     def __call__(self, input_ids, scores):
         for warper in self._warpers:
             scores = warper(input_ids, scores)
-        step = input_ids.shape[1] - self._width
-        return scores - self._log_draws[:, step, : scores.shape[-1]].to(scores.device)
+        torch = self._torch
+        # Per step, not all steps up front: rows x steps x vocab would be GBs for a 50k-token vocabulary.
+        # float64 draws: a float32 one is exactly 0 once in 2^24, and -log 0 would pick any token.
+        draws = torch.empty(len(self._generators), scores.shape[-1], dtype=torch.float64)
+        for row, generator in zip(draws, self._generators, strict=True):
+            row.exponential_(generator=generator)
+        return scores - draws.log_().to(scores.dtype).to(scores.device)
