@@ -401,6 +401,7 @@ def test_sigkill_and_relaunch(repo_root: Path, tmp_path: Path) -> None:
     args = [
         "model=tiny_random",
         "engine=hf",
+        "engine.hf.batch_size=1",  # one sample per generate call: chunks come back a few at a time
         "dataset.limit=8",
         "sampling.chunk_size=1",
         "sampling.max_new_tokens=24",

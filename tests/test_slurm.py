@@ -49,6 +49,7 @@ INTERRUPTED = (
     "model=tiny_random",
     "budget=low",
     "engine=hf",
+    "engine.hf.batch_size=2",  # one request (2 samples, no padding) per generate call: the pace sized above
     f"dataset.limit={PROBLEMS}",
     "sampling.chunk_size=1",
     "sampling.max_new_tokens=48",
@@ -346,6 +347,7 @@ def test_time_limit_requeues_until_the_run_is_done(slurm_cluster, outputs: Path)
         "model=tiny_random",
         "budget=low",
         "engine=hf",
+        "engine.hf.batch_size=2",  # one request per generate call: the pace sized above
         f"dataset.limit={problems}",
         "sampling.chunk_size=1",
         "sampling.max_new_tokens=64",
