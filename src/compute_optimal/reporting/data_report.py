@@ -87,11 +87,9 @@ def headline_markdown(comparison: DataComparison, process: ProcessFPR | None = N
         fpr = [_num(r["fpr_wc"]), _num(r["fpr_se"]), _pp(r["fpr_diff_pp"])]
         b = by_budget[r["budget"]]
         if _missing(r["fpr_wc"]) and process is not None and r["matching"] == comparison.matching:
-            checked = [
-                process.rates.get((run.model, run.ref.budget_dir), {}).get(ALL_LEVELS) for run in (b.wc, b.se)
-            ]
-            if all(c is not None and c.value is not None for c in checked):
-                w, s_ = (c.value for c in checked)
+            checked = _checked_rates(process, b)
+            if checked is not None:
+                w, s_ = checked
                 fpr = [f"{_num(w)} ({process.label})", f"{_num(s_)} ({process.label})", _pp(100.0 * (w - s_))]
         rows.append(
             [
@@ -248,14 +246,23 @@ def _process_rows(process: ProcessFPR) -> list[list[str]]:
     ]
 
 
+def _checked_rates(process: ProcessFPR, b: BudgetComparison) -> tuple[float, float] | None:
+    """The checker's overall FPR of WC's and SE's compute-matched runs at one budget; None if either has none."""
+    rates = [process.rates.get((run.model, run.ref.budget_dir), {}).get(ALL_LEVELS) for run in (b.wc, b.se)]
+    if any(r is None or r.value is None for r in rates):
+        return None
+    return rates[0].value, rates[1].value
+
+
 def _process_diffs(comparison: DataComparison, process: ProcessFPR) -> list[str]:
     """WC − SE of the checker's overall rate, per budget."""
     lines = []
     for b in comparison.budgets:
-        wc = process.rates.get((b.wc.model, b.wc.ref.budget_dir), {}).get(ALL_LEVELS)
-        se = process.rates.get((b.se.model, b.se.ref.budget_dir), {}).get(ALL_LEVELS)
-        if wc is not None and se is not None and wc.value is not None and se.value is not None:
-            lines.append(f"- {b.budget}: WC − SE = {_pp(100.0 * (wc.value - se.value))} ({process.label})")
+        checked = _checked_rates(process, b)
+        if checked is not None:
+            lines.append(
+                f"- {b.budget}: WC − SE = {_pp(100.0 * (checked[0] - checked[1]))} ({process.label})"
+            )
     return lines
 
 
