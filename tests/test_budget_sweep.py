@@ -307,16 +307,18 @@ def test_recipe_jobs_compose_and_agree_with_the_report() -> None:
     """Every job of sweeps/budget_sweep.yaml composes (run folders, SLURM requests resolve); the sampled
     budgets and the trained / evaluated ones are the report's task.reference_samples / student_budgets."""
     name, stages, common = load_recipe(REPO / "sweeps/budget_sweep.yaml")
-    assert name == "budget_sweep" and common == ("experiment=embedded",)
+    assert name == "budget_sweep" and common == ("experiment=embedded", "hydra/launcher=parallel")
+    assert stages[0].module == "compute_optimal.family"  # built before two jobs at once could need it
     composed = {}
-    for stage in stages:
+    for stage in stages[1:]:
         jobs = expand_jobs(stage, merge_overrides(common, ()))
         composed[stage.name] = [compose_job(stage.script, job) for job in jobs]
         for cfg in composed[stage.name]:
             OmegaConf.to_container(cfg.resources, resolve=True)
             assert "run_dir" not in cfg or str(cfg.run_dir)
     assert {k: len(v) for k, v in composed.items()} == {
-        "sample": 12,
+        "sample": 2,
+        "sample_smaller": 10,
         "train": 6,
         "evaluate_base": 1,
         "evaluate_students": 6,
@@ -324,13 +326,17 @@ def test_recipe_jobs_compose_and_agree_with_the_report() -> None:
     }
     (report,) = composed["report"]
     assert (report.task.name, report.pair.wc, report.pair.se) == ("budget_sweep", "arith_wc", "arith_se")
-    sampled = {(c.model.name, c.budget.name) for c in composed["sample"]}
+    # The largest budget is generated first; the smaller ones then take its first samples (sample_prefix).
+    assert {c.budget.reference_samples for c in composed["sample"]} == {max(report.task.reference_samples)}
+    sampled = {(c.model.name, c.budget.name) for c in composed["sample"] + composed["sample_smaller"]}
     assert sampled == {
         (m, budget_name(n)) for m in ("arith_wc", "arith_se") for n in report.task.reference_samples
     }
     params = {c.model.name: c.model.params for c in composed["sample"]}
     ratio = params["arith_se"] / params["arith_wc"]
-    for c in composed["sample"]:  # compute-matched: arith_se gets n samples, arith_wc n x the ratio
+    for c in (
+        composed["sample"] + composed["sample_smaller"]
+    ):  # compute-matched: arith_se gets n samples, arith_wc n x the ratio
         n = c.budget.reference_samples
         samples = instantiate(c.budget).samples_for(c.model.name, c.model.params)
         assert samples == (math.floor(n * ratio + 1e-9) if c.model.name == "arith_wc" else n)

@@ -19,6 +19,7 @@ from compute_optimal.data import Problem
 from compute_optimal.engines import Engine, LazyEngine, build_engine
 from compute_optimal.resolvers import model_config
 from compute_optimal.runs import SampleRun
+from compute_optimal.sample_prefix import find_donor
 from compute_optimal.sampling import (
     SamplingConfig,
     SamplingError,
@@ -46,7 +47,13 @@ DATASET = Dataset(name="toy", answer_format="arith", prompt=Prompt("arith", 2), 
 
 
 def make_plan(
-    run_dir: Path, samples: int = 3, chunk_size: int = 2, max_new_tokens: int = 12, **shards: int
+    run_dir: Path,
+    samples: int = 3,
+    chunk_size: int = 2,
+    max_new_tokens: int = 12,
+    seed: int = 0,
+    temperature: float = 1.0,
+    **shards: int,
 ) -> SamplingPlan:
     budget = Budget("low", "number", "tiny_random", samples, 6.6e6)
     return plan_sampling(
@@ -56,9 +63,9 @@ def make_plan(
         dataset=DATASET,
         problems=PROBLEMS,
         sampling=SamplingConfig(
-            temperature=1.0, max_new_tokens=max_new_tokens, chunk_size=chunk_size, **shards
+            temperature=temperature, max_new_tokens=max_new_tokens, chunk_size=chunk_size, **shards
         ),
-        seed=0,
+        seed=seed,
         engine_backend="hf",
     )
 
@@ -177,6 +184,61 @@ def test_shards_merge_into_the_single_job_table(tmp_path: Path, tiny_checkpoint:
     with no_engine() as engine:
         again = run_sampling(make_plan(run_dir, num_shards=3, shard=0), engine, progress=False)
     assert again == merged
+
+
+def _layout(root: Path, budget: str, seed: int = 0) -> Path:
+    """A run folder where the sampling stage puts it (runs.SampleRun.of)."""
+    return root / "sample" / "toy" / "tiny_random" / budget / f"seed{seed}"
+
+
+def test_a_smaller_run_takes_the_first_samples_of_a_larger_one(tmp_path: Path, tiny_checkpoint: str) -> None:
+    """Sample i of a problem is seeded problem_seed + i whatever n is: a run of 2 per problem beside a finished
+    run of 4 (another budget, same definition) takes the first 2, generates nothing, and says where from."""
+    large = sample(make_plan(_layout(tmp_path, "high-number"), samples=4, chunk_size=5), tiny_checkpoint)
+    small_plan = make_plan(_layout(tmp_path, "low-number"), samples=2)
+    with no_engine() as engine:
+        small = run_sampling(small_plan, engine, progress=False)
+        assert not engine.started
+    assert small["derived_from"] == {"run": str(_layout(tmp_path, "high-number")), "samples_per_problem": 4}
+    assert large["derived_from"] is None and small["new_samples"] == 0
+    frame = pd.read_parquet(small["samples_path"])
+    first = pd.read_parquet(large["samples_path"]).query("sample_index < 2").reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame, first)
+    assert small["num_samples"] == 5 * 2 and small["samples_per_problem"] == 2
+    assert small["generated_tokens"] == frame["generated_tokens"].sum() < large["generated_tokens"]
+    assert small["coverage"] == pytest.approx(frame.groupby("problem_id")["correct"].any().mean())
+    # ... which are the samples the run generates itself (sampling.reuse_prefix=false).
+    own = make_plan(_layout(tmp_path, "low-compute"), samples=2)
+    own.reuse_prefix = False
+    generated = sample(own, tiny_checkpoint)
+    assert generated["derived_from"] is None and generated["new_samples"] == 5 * 2
+    pd.testing.assert_frame_equal(pd.read_parquet(generated["samples_path"]), frame)
+
+
+def test_only_a_larger_run_of_the_same_definition_gives_its_samples(
+    tmp_path: Path, tiny_checkpoint: str
+) -> None:
+    sample(make_plan(_layout(tmp_path, "high-number"), samples=3), tiny_checkpoint)
+    for plan in (
+        make_plan(_layout(tmp_path, "x-number"), samples=4),  # more samples than the finished run holds
+        make_plan(_layout(tmp_path, "y-number"), samples=2, max_new_tokens=10),  # other decoding
+        make_plan(_layout(tmp_path, "z-number", seed=1), samples=2, seed=1),  # another seed
+        make_plan(tmp_path / "eval" / "greedy", samples=2),  # not in the sampling layout
+    ):
+        assert find_donor(plan.run, plan.signature) is None, plan.run.path
+    # A greedy run draws nothing: another seed's greedy run of the same problems is the same run.
+    greedy = make_plan(_layout(tmp_path, "g-number"), samples=1, temperature=0.0)
+    sample(greedy, tiny_checkpoint)
+    again = make_plan(_layout(tmp_path, "g-number", seed=2), samples=1, temperature=0.0, seed=2)
+    assert find_donor(again.run, again.signature) == (greedy.run, 1)
+    evaluation = tmp_path / "eval" / "toy" / "base" / "tiny_random"
+    sample(make_plan(evaluation / "seed0" / "greedy", samples=1, temperature=0.0), tiny_checkpoint)
+    again = make_plan(evaluation / "seed1" / "greedy", samples=1, temperature=0.0, seed=1)
+    assert find_donor(again.run, again.signature) == (SampleRun(evaluation / "seed0" / "greedy"), 1)
+    # An unfinished larger run gives nothing either.
+    (_layout(tmp_path, "high-number") / "summary.json").unlink()
+    plan = make_plan(_layout(tmp_path, "low-number"), samples=2)
+    assert find_donor(plan.run, plan.signature) is None
 
 
 def test_bad_shard_is_refused(tmp_path: Path) -> None:

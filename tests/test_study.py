@@ -26,21 +26,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_recipes_parse_and_merge_overrides(tmp_path: Path) -> None:
     name, stages, common = load_recipe(REPO / "sweeps/embedded.yaml")
-    assert name == "embedded" and common == ("experiment=embedded",)
-    assert next(s.script for s in stages) == "run_sample.py" and stages[-1].name == "report"
-    assert stages[0].multirun and not next(s for s in stages if s.name == "report").multirun
-    assert merge_overrides(common, ("experiment=quick", "seed=1")) == ("experiment=quick", "seed=1")
+    assert name == "embedded" and common == ("experiment=embedded", "hydra/launcher=parallel")
+    assert stages[0].module == "compute_optimal.family" and stages[0].script is None
+    assert stages[0].command("py", common)[:3] == ["py", "-m", "compute_optimal.family"]
+    assert stages[1].script == "run_sample.py" and stages[-1].name == "report"
+    assert stages[1].multirun and not next(s for s in stages if s.name == "report").multirun
+    assert merge_overrides(common, ("experiment=quick", "seed=1")) == (
+        "hydra/launcher=parallel", "experiment=quick", "seed=1",
+    )  # fmt: skip
     _, paper, _ = load_recipe(REPO / "sweeps/paper.yaml")
     assert {s.script for s in paper} == {"run_sample.py", "run_train.py", "run_eval.py"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages:\n  - name: x\n    script: rm -rf\n")
     with pytest.raises(RecipeError, match=r"bad\.yaml, x: `script` must be one of"):
         load_recipe(bad)
+    bad.write_text("stages:\n  - name: x\n    module: os\n")
+    with pytest.raises(RecipeError, match=r"bad\.yaml, x: `module` must be one of"):
+        load_recipe(bad)
 
 
 # Jobs per stage: the product of each stage's comma lists (sweeps/*.yaml).
 JOBS = {
-    "embedded": [12, 6, 3, 36, 9, 36, 1],
+    "embedded": [0, 6, 6, 6, 3, 36, 3, 6, 36, 1],  # the family stage (a module) launches no job
     "pretrained": [4, 2, 1, 4, 2, 4, 1],
     "paper": [8, 2, 24, 6, 24, 1],
 }
@@ -56,7 +63,7 @@ def test_every_job_of_a_recipe_composes(recipe: str) -> None:
     for stage in stages:
         jobs = expand_jobs(stage, merge_overrides(common, ()))
         for job in jobs:
-            cfg = compose_job(stage.script, job)
+            cfg = compose_job(str(stage.script), job)
             OmegaConf.to_container(cfg.resources, resolve=True)
             assert "run_dir" not in cfg or str(cfg.run_dir)
         counts.append(len(jobs))
@@ -76,9 +83,13 @@ def test_jobs_are_expanded_as_hydras_basic_sweeper_does() -> None:
         extra = merge_overrides(common, ("seed=1",))
         for stage in stages:
             jobs = expand_jobs(stage, extra)
-            if stage.multirun:
+            if stage.module:
+                assert jobs == [], stage.name
+            elif stage.multirun:
                 arguments = parser.parse_overrides([*stage.overrides, *extra])
-                assert jobs == BasicSweeper.split_arguments(arguments, None)[0], stage.name
+                swept = BasicSweeper.split_arguments(arguments, None)[0]
+                hoisted = [sorted(job, key=lambda o: not o.startswith("hydra")) for job in swept]
+                assert jobs == hoisted, stage.name  # Hydra's own overrides first, the rest in order
             else:
                 assert jobs == [[*stage.overrides, *extra]], stage.name
     sweep = ("experiment=paper", "model=gemma2_9b", "sampling.shard=range(2)", "sampling.num_shards=2")

@@ -4,7 +4,9 @@
 
 A recipe (``sweeps/*.yaml``) lists stages; each names its entry point (``run_sample.py``,
 ``run_train.py``, ``run_eval.py``) and its Hydra overrides (a comma list makes a multirun); the
-recipe's ``common`` overrides go to every stage. Stages
+recipe's ``common`` overrides go to every stage. A stage may instead name a ``module`` of this package
+that takes the same overrides (``compute_optimal.family``: the pair's models trained here, before any job
+needs them: two jobs of a parallel sweep would otherwise train two of them at once). Stages
 run one after another: a multirun returns when all its jobs are done, locally or on SLURM
 (``hydra/launcher=submitit_slurm`` among the extra overrides). Every run skips itself when its
 config is already finished, so running a recipe again resumes where it stopped and redoes nothing.
@@ -38,6 +40,7 @@ from .errors import UserError
 # Each entry point and the config it composes (conf/<name>.yaml).
 ENTRY_CONFIGS = {"run_sample.py": "sample", "run_train.py": "train", "run_eval.py": "eval"}
 ENTRY_POINTS = tuple(ENTRY_CONFIGS)
+MODULES = ("compute_optimal.family",)  # module stages: they take the recipe's overrides too
 REPO_ROOT = Path(__file__).resolve().parents[2]  # where the entry points are (src/compute_optimal/..)
 
 
@@ -48,11 +51,14 @@ class RecipeError(UserError, ValueError):
 @dataclass(frozen=True)
 class Stage:
     name: str
-    script: str
+    script: str | None  # an entry point, or None for a module stage
     overrides: tuple[str, ...]
     multirun: bool
+    module: str | None = None  # ``python -m <module> <overrides>``: one process, no Hydra job
 
     def command(self, python: str, extra: tuple[str, ...] = ()) -> list[str]:
+        if self.module:
+            return [python, "-m", self.module, *self.overrides, *extra]
         return [python, self.script, *(["-m"] if self.multirun else []), *self.overrides, *extra]
 
 
@@ -95,7 +101,7 @@ def expand_jobs(
     """The overrides of each job ``stage`` launches when ``extra`` follows its own overrides on its
     command line (what :func:`run_recipe` appends: the recipe's ``common`` merged with the command line's).
 
-    A single run is one job with the overrides as given. A multirun's jobs are those Hydra's basic sweeper
+    A single run is one job with the overrides as given; a module stage launches no job (none). A multirun's jobs are those Hydra's basic sweeper
     launches: the entry config's ``hydra.sweeper.params`` (an ``experiment=`` may set them) then the
     command line's overrides, each parsed by Hydra's ``OverridesParser``; an override replaces an earlier
     one of the same key; a sweep (``a,b``, ``range(4)``) gives one value per job; the jobs are the product,
@@ -105,6 +111,8 @@ def expand_jobs(
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     arguments = [*stage.overrides, *extra]
+    if stage.module:
+        return []
     if not stage.multirun:
         return [arguments]
     parser = OverridesParser.create()
@@ -155,9 +163,16 @@ def load_recipe(path: str | Path) -> tuple[str, list[Stage], tuple[str, ...]]:
     stages = []
     for i, raw in enumerate(data["stages"]):
         name = raw.get("name", f"stage {i + 1}") if isinstance(raw, dict) else f"stage {i + 1}"
+        overrides = tuple(str(o) for o in raw.get("overrides", [])) if isinstance(raw, dict) else ()
+        if isinstance(raw, dict) and "module" in raw and "script" not in raw:
+            if raw["module"] not in MODULES:
+                raise RecipeError(f"{path}, {name}: `module` must be one of {MODULES}")
+            stages.append(Stage(str(name), None, overrides, False, module=raw["module"]))
+            continue
         if not isinstance(raw, dict) or raw.get("script") not in ENTRY_POINTS:
-            raise RecipeError(f"{path}, {name}: `script` must be one of {ENTRY_POINTS}")
-        overrides = tuple(str(o) for o in raw.get("overrides", []))
+            raise RecipeError(
+                f"{path}, {name}: `script` must be one of {ENTRY_POINTS} (or `module` one of {MODULES})"
+            )
         multirun = bool(raw.get("multirun", _sweeps(overrides, f"{path}, {name}")))
         stages.append(Stage(str(name), raw["script"], overrides, multirun))
     common = tuple(str(o) for o in data.get("common", []))

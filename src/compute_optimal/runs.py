@@ -130,6 +130,20 @@ class SampleRun(RunFolder):
     def has_results(self) -> bool:
         return self.is_finished() or any((self.path / "chunks").glob("chunk-*.parquet"))
 
+    def siblings(self) -> list[SampleRun]:
+        """The other runs of this run's model on its dataset: every budget and seed where it lies in the
+        sampling stage's layout (``<outputs>/sample/<dataset>/<model>/<budget>-<mode>/seed<seed>``), every
+        seed of the same target for an evaluation's generation (``<outputs>/eval/.../seed<seed>/greedy``);
+        none elsewhere."""
+        path, parents = self.path, self.path.parents
+        if len(parents) >= 4 and parents[3].name == "sample" and path.name.startswith("seed"):
+            pattern = "*/seed*"
+        elif path.parent.name.startswith("seed") and "eval" in {p.name for p in parents}:
+            pattern = f"seed*/{path.name}"
+        else:
+            return []
+        return [SampleRun(p) for p in sorted(parents[1].glob(pattern)) if p != path]
+
 
 @dataclass(frozen=True)
 class TrainRun(RunFolder):

@@ -33,6 +33,7 @@ from .engines import Generation, LazyEngine, Request, SamplingSettings
 from .errors import UserError
 from .prompts import PromptError, PromptTemplate, get_template
 from .runs import SampleRun
+from .sample_prefix import find_donor, take_prefix
 from .specs import Dataset, Model, plain
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class SamplingConfig:
     chunk_size: int = 32
     num_shards: int = 1
     shard: int = 0
+    reuse_prefix: bool = True  # take the first samples of a larger finished run (sample_prefix)
 
     def __post_init__(self) -> None:
         # Out-of-range decoding settings stop here, in the plan, before any model is loaded.
@@ -114,6 +116,7 @@ class SamplingPlan:
     signature: dict[str, Any] = field(default_factory=dict)
     shard: int = 0  # this job's shard of num_shards (not in the signature: all shards share one run)
     num_shards: int = 1
+    reuse_prefix: bool = True  # not in the signature: a derived run holds the samples it would generate
 
     @property
     def chunks(self) -> list[list[Problem]]:
@@ -183,6 +186,7 @@ def plan_sampling(
         chunk_size=sampling.chunk_size,
         shard=sampling.shard,
         num_shards=sampling.num_shards,
+        reuse_prefix=sampling.reuse_prefix,
     )
     plan.signature = _signature(plan, engine_backend)
     return plan
@@ -252,6 +256,10 @@ def run_sampling(
         return run.read_summary()
     started = time.time()
     todo = [i for i in plan.mine if not run.chunk_path(i).is_file()]
+    if todo and plan.reuse_prefix and plan.num_shards == 1:
+        donor = find_donor(run, plan.signature)
+        if donor is not None:
+            return _derive(plan, todo, *donor, started, on_finish)
     work = _sample_chunks(plan, todo, engine, progress) if todo else Work()
     if plan.num_shards == 1:
         return _merge(plan, started, work, on_finish)
@@ -309,6 +317,30 @@ def _sample_chunks(plan: SamplingPlan, todo: list[int], engine: LazyEngine, prog
     usage = getattr(running, "usage", None)
     work.api_usage = usage.as_dict() if usage is not None else None
     return work
+
+
+def _derive(
+    plan: SamplingPlan,
+    todo: list[int],
+    donor: SampleRun,
+    donor_samples: int,
+    started: float,
+    on_finish: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """Write the chunks ``todo`` from the first samples of ``donor`` (sample_prefix), then merge as usual."""
+    log.info(
+        "%s: taking the first %d of %d samples per problem from %s (same seeds; sampling.reuse_prefix=false "
+        "generates them)", plan.run.path, plan.samples_per_problem, donor_samples, donor.path,
+    )  # fmt: skip
+    frame = take_prefix(donor, [p.id for p in plan.problems], plan.samples_per_problem)
+    rows = dict(tuple(frame.groupby("problem_id", sort=False)))
+    for index in todo:
+        chunk = pd.concat([rows[p.id] for p in plan.chunks[index]], ignore_index=True)
+        runs.atomic_write_parquet(plan.run.chunk_path(index), chunk[COLUMNS])
+    source = donor.read_summary()
+    work = Work(engine=source.get("engine"), reproducible=source.get("reproducible"))
+    derived = {"run": str(donor.path), "samples_per_problem": donor_samples}
+    return _merge(plan, started, work, on_finish, derived_from=derived)
 
 
 def _requests(plan: SamplingPlan, todo: list[int]) -> Iterator[tuple[tuple[int, int], Request]]:
@@ -419,6 +451,7 @@ def _merge(
     work: Work,
     on_finish: Callable[[dict[str, Any]], None] | None,
     shards: list[dict[str, Any]] | None = None,
+    derived_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """All chunks done: the samples table in chunk order, the summary, and last the completion marker."""
     run = plan.run
@@ -440,6 +473,7 @@ def _merge(
         samples_per_s=round(work.new_samples / seconds, 3) if seconds else None,
         tokens_per_s=round(work.new_tokens / seconds, 3) if seconds else None,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        derived_from=derived_from,  # the larger run whose first samples these are (sample_prefix), or None
     )
     if shards is not None:  # wall_time_s is the merging job's; engine time and samples add up over shards
         summary["shards"] = shards

@@ -1,6 +1,11 @@
 """Build family members one after another (each is cached; a built one is only looked up).
 
     python -m compute_optimal.family [arith_student arith_wc arith_se]
+    python -m compute_optimal.family experiment=embedded [override ...]   # the pair's trained members
+
+With Hydra overrides (what a recipe's ``module`` stage passes), the members are those of the pair the
+sampling config composes with them (``pair.wc``, ``pair.se``, ``pair.distill_student``) that are trained
+here; a pair of pretrained models builds nothing.
 
 Prints each member's training card: parameters, steps, tokens, final loss, seconds, checkpoint folder.
 """
@@ -26,12 +31,24 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m compute_optimal.family", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "models", nargs="*", default=list(DEFAULT), help="model config names (origin: trained)"
+        "models",
+        nargs="*",
+        help=f"model config names (origin: trained; default {' '.join(DEFAULT)}) or "
+        "Hydra overrides of the sampling config (key=value), whose pair's trained members are built",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    names = [a for a in args.models if "=" not in a]
+    overrides = [a for a in args.models if "=" in a]
     try:
-        models = [Model.from_config(model_config(name)) for name in args.models]
+        if overrides and names:
+            raise UserError("give model names or Hydra overrides, not both")
+        if overrides:
+            models = pair_members(overrides)
+            if not models:
+                print("nothing to build: the pair has no model trained here")
+        else:
+            models = [Model.from_config(model_config(name)) for name in names or DEFAULT]
         for model in models:
             if model.origin != "trained":
                 raise UserError(f"model {model.name!r} has origin {model.origin!r}, not trained")
@@ -44,6 +61,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def pair_members(overrides: list[str]) -> list[Model]:
+    """The trained members of the pair the sampling config composes with ``overrides``, student first."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..recipes import compose_job
+
+    try:
+        pair = compose_job("run_sample.py", overrides).pair
+        names = [pair.get(k) for k in ("distill_student", "wc", "se")]
+    except OmegaConfBaseException as exc:
+        raise UserError(f"the overrides {overrides} do not compose: {exc}") from exc
+    models = [Model.from_config(model_config(name)) for name in dict.fromkeys(n for n in names if n)]
+    return [m for m in models if m.origin == "trained"]
 
 
 if __name__ == "__main__":

@@ -288,6 +288,10 @@ def run_training(
     run = plan.run
     run.claim(plan.signature)
     started = time.time()
+    if plan.trainer.get("threads"):  # torch threads of a CPU process (null: torch's default, one per core)
+        import torch
+
+        torch.set_num_threads(int(plan.trainer["threads"]))
     checkpoint = resolve_checkpoint(plan.student)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     items, data_info = build_examples(plan, problems, tokenizer)
