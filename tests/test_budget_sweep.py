@@ -98,6 +98,12 @@ SE_BEHIND = {
     2: padded(2, ["REF"], [], [], []),
     4: padded(4, ["REF"], ["REF"], [], []),
 }
+# SE reaches WC at n=2 only: coverage 1/4 < 2/4, 2/4 = 2/4, 2/4 < 3/4 (one budget's noise, no crossover).
+SE_REACHES_ONCE = {
+    1: padded(1, ["REF"], [], [], []),
+    2: padded(2, ["REF"], ["REF"], [], []),
+    4: padded(4, ["REF"], ["REF"], [], []),
+}
 BUDGETS = "task.reference_samples=[1,2,4,8,16]"  # 16: no run of either model
 
 
@@ -256,6 +262,19 @@ def test_se_never_overtakes(tmp_path: Path) -> None:
     assert data["students"] == [] and "students" not in result.summary["figures"]  # task.regime=null
     rows = rows_by_key(data)
     assert [rows["SE", n]["coverage"] for n in (1, 2, 4)] == pytest.approx([0.25, 0.25, 0.5])
+
+
+def test_se_ahead_at_one_budget_only_is_not_a_crossover(tmp_path: Path) -> None:
+    """Before the fix the report said "SE overtakes WC at 2" though WC leads again at 4 (seen in a real
+    sweep: SE 0.53 vs WC 0.49 at 4 reference samples, WC ahead at 8, 16 and 32)."""
+    write_sweep(tmp_path, SE_REACHES_ONCE)
+    result = budget_sweep.run(compose_eval(tmp_path, BUDGETS, "task.regime=null"))
+    crossover = json.loads(Path(result.summary["data"]).read_text())["crossover"]
+    assert crossover["reference_samples"] is None and crossover["se_reaches"] == [2]
+    assert crossover["sentence"] == (
+        "SE does not overtake WC between 1 and 4 reference samples. SE's coverage reaches WC's at 2 reference "
+        "sample(s), but WC leads again at a larger budget: noise at that budget, not a crossover."
+    )
 
 
 def test_no_runs_is_an_error_before_any_work(tmp_path: Path) -> None:

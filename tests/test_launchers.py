@@ -11,6 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import run_entry_point
@@ -78,3 +79,29 @@ def test_failed_job_is_reported_with_its_log_and_the_relaunch_finishes(tmp_path:
     wandb_runs = list((outputs / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(wandb_runs) == 1
     assert sweep_dir.name.encode() in wandb_runs[0].read_bytes()
+
+
+def test_parallel_launcher_writes_what_the_basic_launcher_writes(tmp_path: Path) -> None:
+    """hydra/launcher=parallel (the laptop study's: two jobs at a time in joblib's worker processes, each
+    reused for job after job): the same runs, sample for sample, as one job after another with the same
+    threads; a job's user error still ends the sweep with its one-line message and exit status 2."""
+    args = ("model=tiny_random", "budget=low", "engine=hf", "engine.hf.threads=1", "dataset.limit=3",
+            "sampling.max_new_tokens=6", "seed=0,1,2", "logger=none", "progress=false")  # fmt: skip
+    parallel = run_entry_point("run_sample.py", tmp_path / "par", "-m", *args, "hydra/launcher=parallel")
+    assert "Joblib.Parallel(n_jobs=2" in parallel.stdout + parallel.stderr
+    run_entry_point("run_sample.py", tmp_path / "seq", "-m", *args, "hydra/launcher=local")
+    for seed in (0, 1, 2):
+        run = Path(f"sample/arith/tiny_random/low-compute/seed{seed}/samples.parquet")
+        a, b = pd.read_parquet(tmp_path / "par" / run), pd.read_parquet(tmp_path / "seq" / run)
+        assert a["problem_id"].nunique() == 3 and len(a) == 3 * int(a["sample_index"].max() + 1)
+        pd.testing.assert_frame_equal(a, b)
+    failed = run_entry_point(
+        "run_sample.py",
+        tmp_path / "bad",
+        "-m",
+        *args,
+        "dataset.limit=0",
+        "hydra/launcher=parallel",
+        check=False,
+    )
+    assert failed.returncode == 2 and "error: limit must be >= 1" in failed.stderr, failed.stderr[-2000:]

@@ -13,6 +13,7 @@ one ordered data stream); the checkpoint is written like the others (``models._a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -88,6 +89,16 @@ def build_tokenizer(recipe: Mapping[str, Any], out: Path) -> None:
     train_tokenizer(texts, int(recipe["tokenizer"]["vocab_size"])).save_pretrained(out)
 
 
+def _cpu_name() -> str:
+    import platform
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def train(
     arch: Mapping[str, Any], recipe: Mapping[str, Any], tokenizer_dir: Path, out: Path
 ) -> dict[str, Any]:
@@ -154,6 +165,9 @@ def train(
         "params_total": sum(p.numel() for p in model.parameters()),
         "params_non_embedding": sum(p.numel() for n, p in model.named_parameters() if "embed" not in n),
         "seconds": round(time.monotonic() - started, 1),
+        # Equal recipes give equal weights on one kind of CPU, not across kinds (float sums in another order):
+        # a family built on another machine may differ (seen: final losses 0.0689 vs 0.100 for arith_se).
+        "built_on": {"cpu": _cpu_name(), "torch": torch.__version__},
     }
     (out / "family.json").write_text(json.dumps(card, indent=2) + "\n")
     log.info("trained %s: %s", out.name, card)

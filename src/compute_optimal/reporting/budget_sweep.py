@@ -5,8 +5,8 @@ them) of the pair's WC and SE model at budgets ``custom-s<n>`` (``budget=custom
 budget.reference_samples=<n>``: FLOPs of n SE samples per problem; WC gets ``n·P_SE/P_WC``), and,
 optionally, the students trained on each side's data at some of those budgets (the study report's
 cells). Output: ``report.md``, ``budget_sweep.json`` and PNGs of coverage, diversity and the
-false-positive rate against FLOPs per problem, the crossover (the smallest budget at which SE's
-coverage reaches WC's) in the headline.
+false-positive rate against FLOPs per problem, the crossover (the smallest budget from which on SE's
+coverage is at least WC's at every budget compared) in the headline.
 
 FLOPs per problem come from each run's summary (``budget_flops_per_problem``, what the sampling stage
 recorded from :mod:`compute_optimal.budget`, and its measured ledger); only a run whose summary lacks
@@ -81,13 +81,15 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class Crossover:
-    """The smallest budget (among those with both runs finished) at which SE's coverage ≥ WC's."""
+    """The smallest budget (among those with both runs finished) from which on SE's coverage ≥ WC's at
+    every budget: a lasting crossover, not one budget's noise."""
 
     compared: tuple[int, ...]  # budgets (reference samples) with both runs finished, ascending
-    reference_samples: int | None = None  # None: SE never reaches WC over ``compared``
+    reference_samples: int | None = None  # None: SE does not stay at or above WC up to the largest budget
     flops_per_problem: float | None = None
     coverage_se: float | None = None
     coverage_wc: float | None = None
+    se_reaches: tuple[int, ...] = ()  # every compared budget at which SE's coverage ≥ WC's
 
     @property
     def found(self) -> bool:
@@ -98,7 +100,14 @@ class Crossover:
             return "No budget has both the WC and the SE run finished: the crossover is unknown."
         if not self.found:
             low, high = self.compared[0], self.compared[-1]
-            return f"SE does not overtake WC between {low} and {high} reference samples."
+            sentence = f"SE does not overtake WC between {low} and {high} reference samples."
+            if self.se_reaches:
+                at = ", ".join(str(n) for n in self.se_reaches)
+                sentence += (
+                    f" SE's coverage reaches WC's at {at} reference sample(s), but WC leads again at a larger "
+                    "budget: noise at that budget, not a crossover."
+                )
+            return sentence
         n = self.reference_samples
         where = f"{n} reference sample{'s' if n != 1 else ''} ({_flops(self.flops_per_problem)} FLOPs per problem)"
         numbers = f"coverage SE {self.coverage_se:.3f} ≥ WC {self.coverage_wc:.3f}"
@@ -114,6 +123,7 @@ class Crossover:
             "flops_per_problem": self.flops_per_problem,
             "coverage_se": self.coverage_se,
             "coverage_wc": self.coverage_wc,
+            "se_reaches": list(self.se_reaches),
             "sentence": self.sentence(),
         }
 
@@ -300,16 +310,26 @@ def _budgets(reference_samples: Sequence[int]) -> list[int]:
 
 
 def find_crossover(sweep: BudgetSweep) -> Crossover:
-    """The smallest budget, among those with both runs finished, at which SE's coverage@S ≥ WC's."""
+    """The smallest budget, among those with both runs finished, from which on SE's coverage@S ≥ WC's at
+    every budget compared."""
     compared = tuple(
-        n for n in sweep.reference_samples if sweep.point("WC", n).done and sweep.point("SE", n).done
+        sorted(n for n in sweep.reference_samples if sweep.point("WC", n).done and sweep.point("SE", n).done)
     )
-    for n in compared:
-        wc = sweep.point("WC", n).at_all_samples("coverage_at_k")
-        se = sweep.point("SE", n).at_all_samples("coverage_at_k")
-        if wc is not None and se is not None and se >= wc - _TIE:
-            return Crossover(compared, n, sweep.flops(n)[0], se, wc)
-    return Crossover(compared)
+    coverage = {
+        n: (
+            sweep.point("SE", n).at_all_samples("coverage_at_k"),
+            sweep.point("WC", n).at_all_samples("coverage_at_k"),
+        )
+        for n in compared
+    }
+    reaches = tuple(
+        n for n, (se, wc) in coverage.items() if se is not None and wc is not None and se >= wc - _TIE
+    )
+    lasting = [n for i, n in enumerate(compared) if set(compared[i:]) <= set(reaches)]
+    if not lasting:
+        return Crossover(compared, se_reaches=reaches)
+    n = lasting[0]
+    return Crossover(compared, n, sweep.flops(n)[0], *coverage[n], se_reaches=reaches)
 
 
 def add_fpr(
