@@ -110,9 +110,9 @@ def expand_jobs(
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    arguments = [*stage.overrides, *extra]
     if stage.module:
         return []
+    arguments = [*stage.overrides, *extra]
     if not stage.multirun:
         return [arguments]
     parser = OverridesParser.create()

@@ -17,8 +17,7 @@ API, which does not promise seeded samples, the first n of N independent draws a
 
 from __future__ import annotations
 
-import copy
-import logging
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,15 +25,14 @@ import pandas as pd
 
 from .runs import SIGNATURE, SampleRun
 
-log = logging.getLogger(__name__)
-
 # Signature fields in which a donor may differ: its budget and sample count (more samples per problem), its
 # chunking (which never changes a sample) and, for greedy runs, its seed.
 _FREE = ("budget", "samples_per_problem")
 
 
 def _comparable(signature: Mapping[str, Any]) -> dict[str, Any]:
-    rest = {k: copy.deepcopy(v) for k, v in signature.items() if k not in _FREE}
+    # As a run folder records it (runs.claim_run_dir): a plan's signature compares equal to a stored one.
+    rest = json.loads(json.dumps({k: v for k, v in signature.items() if k not in _FREE}, default=str))
     sampling = rest.get("sampling", {})
     sampling.pop("chunk_size", None)
     if sampling.get("temperature", 1) == 0:  # greedy: the seed draws nothing
