@@ -106,6 +106,32 @@ def test_hf_greedy_batches_equal_one_prompt_at_a_time() -> None:
         HFEngine(checkpoint, batch_size=0)
 
 
+def test_hf_engine_keeps_gemma2_attention_soft_cap() -> None:
+    """transformers' default attention (sdpa) drops Gemma2's attention-logit soft cap, which vLLM applies:
+    the model of the hf engine the sampling stage builds (composed engine config) must compute what eager
+    attention computes, on a tiny random Gemma2 whose cap binds."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from compute_optimal.recipes import compose_job
+    from compute_optimal.specs import Model
+    from compute_optimal.stages.common import engine_for
+
+    cfg = compose_job("run_sample.py", ["model=tiny_random_gemma2", "engine.backend=hf"])
+    model = Model.from_config(cfg.model)
+    checkpoint = models.resolve_checkpoint(model)
+    ids = torch.randint(0, 1000, (2, 48), generator=torch.Generator().manual_seed(0))
+    kinds = {}
+    for kind in ("eager", "sdpa"):
+        ref = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=kind)
+        with torch.inference_mode():
+            kinds[kind] = ref.eval()(ids).logits
+    with engine_for(model, cfg.engine, 0) as engine, torch.inference_mode():
+        logits = engine.get().model(ids).logits
+    assert not torch.allclose(kinds["eager"], kinds["sdpa"], atol=1e-3), "the cap must bind in this test"
+    assert torch.allclose(logits, kinds["eager"], atol=1e-5)
+
+
 def test_hf_sampled_rows_are_seeded_per_row_whatever_the_batch(tiny_checkpoint: str) -> None:
     """Sampled requests share generate calls (n rows each, rows of several prompts per call), yet every
     sample is drawn from its own generator (seed + i): the same samples with 1 row per call as with 4, for

@@ -39,6 +39,7 @@ class HFEngine(Engine):
         device: str = "cpu",
         threads: int | None = None,
         batch_size: int = 64,
+        attn_implementation: str | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -52,7 +53,11 @@ class HFEngine(Engine):
         self.batch_size = int(batch_size)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = (
-            AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).to(device).eval()
+            AutoModelForCausalLM.from_pretrained(
+                checkpoint, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+            )
+            .to(device)
+            .eval()
         )
         eos = self.tokenizer.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
