@@ -8,6 +8,7 @@ all in one invocation:
 - greedy: ``--problems`` test prompts, temperature 0 (an evaluation), ``HFEngine`` at each batch size.
 
     .venv/bin/python benchmarks/hf_batching.py [--model arith_wc] [--samples 1,3,30] [--batch-sizes 32,64,128]
+    .venv/bin/python benchmarks/hf_batching.py --model arith_se --attention   # engine.hf.attn_implementation
 
 Each line: workload, setting, seconds, generated tokens; then ``RATIO`` lines: each sampled setting's time
 over the per-request baseline's, each greedy batch size's over batch 64's (below 1: faster).
@@ -70,6 +71,11 @@ def main() -> None:
     parser.add_argument("--sample-problems", type=int, default=100)
     parser.add_argument("--samples", default="1,3,30")
     parser.add_argument("--batch-sizes", default="32,64,128")
+    parser.add_argument(
+        "--attention",
+        action="store_true",
+        help="instead: eager vs sdpa attention at batch 64, one thread (a study job), greedy and sampled",
+    )
     args = parser.parse_args()
     from omegaconf import OmegaConf
 
@@ -77,6 +83,9 @@ def main() -> None:
     levels = list(loader.levels)
     frame = get_template("arith", 0)
     checkpoint = str(family.checkpoint(Model.from_config(model_config(args.model))))
+    if args.attention:
+        compare_attention(checkpoint, frame, levels, loader.seed, args)
+        return
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     engines = {size: HFEngine(checkpoint, threads=2, batch_size=size) for size in sizes}
     any_engine = engines[sizes[0]]
@@ -100,6 +109,33 @@ def main() -> None:
     if 64 in seconds:
         for size, value in seconds.items():
             print(f"RATIO greedy batch {size} / batch 64: {value / seconds[64]:.2f}", flush=True)
+
+
+def compare_attention(checkpoint: str, frame, levels: list[int], seed: int, args: argparse.Namespace) -> None:
+    """engine.hf.attn_implementation: transformers' default (sdpa) is the baseline; the completions must
+    be the same, only the time may differ."""
+    test = arith.generate_split("test", num_test=args.problems, levels=levels, seed=seed)
+    train = arith.generate_split("train", num_train=args.sample_problems, levels=levels, seed=seed)
+    workloads = {
+        "greedy": ([Request(frame.render(p.question), 1, 0) for p in test], 0.0),
+        "sampled n=10": ([Request(frame.render(p.question), 10, 1000 * i) for i, p in enumerate(train)], 0.7),
+    }
+    for label, (requests, temperature) in workloads.items():
+        settings = SamplingSettings(temperature=temperature, max_new_tokens=160, stop=frame.stop)
+        seconds, texts = {}, {}
+        for kind in ("sdpa", "eager"):
+            engine = HFEngine(checkpoint, threads=1, batch_size=64, attn_implementation=kind)
+            out: list[Generation] = []
+
+            def run(e=engine, r=requests, s=settings, o=out) -> list[Generation]:
+                o.extend(e.generate(r, s))
+                return o
+
+            seconds[kind] = timed(f"{label} {kind}", run)
+            texts[kind] = [c.text for g in out for c in g.completions]
+        same = sum(a == b for a, b in zip(texts["sdpa"], texts["eager"], strict=True))
+        print(f"{label}: {same} of {len(texts['sdpa'])} completions the same", flush=True)
+        print(f"RATIO {label} eager / sdpa: {seconds['eager'] / seconds['sdpa']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
