@@ -120,11 +120,14 @@ def compare_attention(checkpoint: str, frame, levels: list[int], seed: int, args
         "greedy": ([Request(frame.render(p.question), 1, 0) for p in test], 0.0),
         "sampled n=10": ([Request(frame.render(p.question), 10, 1000 * i) for i, p in enumerate(train)], 0.7),
     }
+    engines = {
+        kind: HFEngine(checkpoint, threads=1, batch_size=64, attn_implementation=kind)
+        for kind in ("sdpa", "eager")
+    }
     for label, (requests, temperature) in workloads.items():
         settings = SamplingSettings(temperature=temperature, max_new_tokens=160, stop=frame.stop)
         seconds, texts = {}, {}
-        for kind in ("sdpa", "eager"):
-            engine = HFEngine(checkpoint, threads=1, batch_size=64, attn_implementation=kind)
+        for kind, engine in engines.items():
             out: list[Generation] = []
 
             def run(e=engine, r=requests, s=settings, o=out) -> list[Generation]:

@@ -106,26 +106,23 @@ def test_hf_greedy_batches_equal_one_prompt_at_a_time() -> None:
         HFEngine(checkpoint, batch_size=0)
 
 
-def test_hf_engine_keeps_gemma2_attention_soft_cap() -> None:
+@pytest.mark.parametrize("engine_override", [[], ["engine.hf.attn_implementation=sdpa"]])
+def test_hf_engine_keeps_gemma2_attention_soft_cap(engine_override: list[str]) -> None:
     """transformers' default attention (sdpa) drops Gemma2's attention-logit soft cap, which vLLM applies:
     the model of the hf engine the sampling stage builds (composed engine config) must compute what eager
-    attention computes, on a tiny random Gemma2 whose cap binds."""
+    attention computes, on a tiny random Gemma2 whose cap binds, even where the engine config asks for sdpa
+    (the model's need wins, as in training: models.attention_implementation)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from compute_optimal.recipes import compose_job
     from compute_optimal.specs import Model
     from compute_optimal.stages.common import engine_for
 
-    cfg = compose_job("run_sample.py", ["model=tiny_random_gemma2", "engine.backend=hf"])
+    from .soft_cap import eager_and_sdpa_logits
+
+    cfg = compose_job("run_sample.py", ["model=tiny_random_gemma2", "engine.backend=hf", *engine_override])
     model = Model.from_config(cfg.model)
-    checkpoint = models.resolve_checkpoint(model)
-    ids = torch.randint(0, 1000, (2, 48), generator=torch.Generator().manual_seed(0))
-    kinds = {}
-    for kind in ("eager", "sdpa"):
-        ref = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=kind)
-        with torch.inference_mode():
-            kinds[kind] = ref.eval()(ids).logits
+    ids, kinds = eager_and_sdpa_logits(models.resolve_checkpoint(model))
     with engine_for(model, cfg.engine, 0) as engine, torch.inference_mode():
         logits = engine.get().model(ids).logits
     assert not torch.allclose(kinds["eager"], kinds["sdpa"], atol=1e-3), "the cap must bind in this test"

@@ -469,20 +469,15 @@ def test_zero3_student_loads_and_samples_in_vllm(tiny_data: Path) -> None:
 def test_gemma2_student_trains_with_its_attention_soft_cap(tiny_data: Path) -> None:
     """transformers' default attention for Gemma2 (sdpa) drops the attention-logit soft cap. The stage's
     student (a tiny random Gemma2 whose cap binds) must compute exactly what eager attention does."""
-    from transformers import AutoModelForCausalLM
-
     from compute_optimal.training.stage import build_module
+
+    from .soft_cap import eager_and_sdpa_logits
 
     plan = _plan(tiny_data, "tiny_random_gemma2", trainer="cpu")
     checkpoint = models.resolve_checkpoint(plan.student)
     module = build_module(plan, checkpoint)
     module.configure_model()
-    ids = torch.randint(0, 1000, (2, 48), generator=torch.Generator().manual_seed(0))
-    kinds = {}
-    for kind in ("eager", "sdpa"):
-        ref = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=kind)
-        with torch.no_grad():
-            kinds[kind] = ref.eval()(ids).logits
+    ids, kinds = eager_and_sdpa_logits(checkpoint)
     module.model.eval()
     with torch.no_grad():
         logits = module.model(ids).logits

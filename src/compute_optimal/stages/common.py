@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import runs
 from ..data import DatasetError, Problem
-from ..engines import LazyEngine, build_engine, choose_backend
+from ..engines import Engine, LazyEngine, build_engine, choose_backend
 from ..errors import UserError
-from ..models import ModelError, check_available, resolve_checkpoint
+from ..models import ModelError, attention_implementation, check_available, resolve_checkpoint
 from ..specs import Model, plain
 from ..training.regimes import RegimeError
 
@@ -86,14 +86,18 @@ def engine_for(model: Model, engine: DictConfig, seed: int) -> LazyEngine:
     none); the caller owns it: ``with engine_for(...) as engine``."""
     check_available(model)
     settings = engine_settings(engine, model, seed)
-    return LazyEngine(
-        lambda: build_engine(
-            resolve_checkpoint(model),
-            settings["backend"],
-            **{k: settings.get(k) for k in ("vllm", "vllm_cpu", "hf", "openai", "vllm_server")},
-            api=model.api,
-        )
-    )
+
+    def start() -> Engine:
+        checkpoint = resolve_checkpoint(model)
+        options = {k: settings.get(k) for k in ("vllm", "vllm_cpu", "hf", "openai", "vllm_server")}
+        if settings["backend"] == "hf":
+            # The model's own need (Gemma2's soft cap: eager) wins over the engine's speed preference, as
+            # in training.
+            needed = attention_implementation(model, checkpoint)
+            options["hf"] = {**(options["hf"] or {}), **({"attn_implementation": needed} if needed else {})}
+        return build_engine(checkpoint, settings["backend"], **options, api=model.api)
+
+    return LazyEngine(start)
 
 
 # --- run folders from config (the co.run_dir resolver calls these too) ----------------------------------
