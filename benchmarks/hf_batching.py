@@ -9,6 +9,7 @@ all in one invocation:
 
     .venv/bin/python benchmarks/hf_batching.py [--model arith_wc] [--samples 1,3,30] [--batch-sizes 32,64,128]
     .venv/bin/python benchmarks/hf_batching.py --model arith_se --attention   # engine.hf.attn_implementation
+    .venv/bin/python benchmarks/hf_batching.py --model arith_se --kv-cache    # engine.hf.grow_kv_cache
 
 Each line: workload, setting, seconds, generated tokens; then ``RATIO`` lines: each sampled setting's time
 over the per-request baseline's, each greedy batch size's over batch 64's (below 1: faster).
@@ -76,6 +77,11 @@ def main() -> None:
         action="store_true",
         help="instead: eager vs sdpa attention at batch 64, one thread (a study job), greedy and sampled",
     )
+    parser.add_argument(
+        "--kv-cache",
+        action="store_true",
+        help="instead: transformers' cache vs the growing one at batch 64, one thread, greedy and sampled",
+    )
     args = parser.parse_args()
     from omegaconf import OmegaConf
 
@@ -84,7 +90,19 @@ def main() -> None:
     frame = get_template("arith", 0)
     checkpoint = str(family.checkpoint(Model.from_config(model_config(args.model))))
     if args.attention:
-        compare_attention(checkpoint, frame, levels, loader.seed, args)
+        compare(checkpoint, frame, levels, loader.seed, args, "attn_implementation", ("sdpa", "eager"))
+        return
+    if args.kv_cache:
+        compare(
+            checkpoint,
+            frame,
+            levels,
+            loader.seed,
+            args,
+            "grow_kv_cache",
+            (False, True),
+            {"attn_implementation": "eager"},
+        )  # the study's kernel
         return
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     engines = {size: HFEngine(checkpoint, threads=2, batch_size=size) for size in sizes}
@@ -111,9 +129,19 @@ def main() -> None:
             print(f"RATIO greedy batch {size} / batch 64: {value / seconds[64]:.2f}", flush=True)
 
 
-def compare_attention(checkpoint: str, frame, levels: list[int], seed: int, args: argparse.Namespace) -> None:
-    """engine.hf.attn_implementation: transformers' default (sdpa) is the baseline; the completions must
-    be the same, only the time may differ."""
+def compare(
+    checkpoint: str,
+    frame,
+    levels: list[int],
+    seed: int,
+    args: argparse.Namespace,
+    option: str,
+    values: tuple,
+    fixed: dict | None = None,
+) -> None:
+    """One ``HFEngine`` option at two values, the first the baseline (attn_implementation: transformers'
+    default sdpa; grow_kv_cache: transformers' own cache), other options ``fixed``. The completions must be the same, only the
+    time may differ."""
     test = arith.generate_split("test", num_test=args.problems, levels=levels, seed=seed)
     train = arith.generate_split("train", num_train=args.sample_problems, levels=levels, seed=seed)
     workloads = {
@@ -121,24 +149,25 @@ def compare_attention(checkpoint: str, frame, levels: list[int], seed: int, args
         "sampled n=10": ([Request(frame.render(p.question), 10, 1000 * i) for i, p in enumerate(train)], 0.7),
     }
     engines = {
-        kind: HFEngine(checkpoint, threads=1, batch_size=64, attn_implementation=kind)
-        for kind in ("sdpa", "eager")
+        value: HFEngine(checkpoint, threads=1, batch_size=64, **(fixed or {}), **{option: value})
+        for value in values
     }
+    base, other = values
     for label, (requests, temperature) in workloads.items():
         settings = SamplingSettings(temperature=temperature, max_new_tokens=160, stop=frame.stop)
         seconds, texts = {}, {}
-        for kind, engine in engines.items():
+        for value, engine in engines.items():
             out: list[Generation] = []
 
             def run(e=engine, r=requests, s=settings, o=out) -> list[Generation]:
                 o.extend(e.generate(r, s))
                 return o
 
-            seconds[kind] = timed(f"{label} {kind}", run)
-            texts[kind] = [c.text for g in out for c in g.completions]
-        same = sum(a == b for a, b in zip(texts["sdpa"], texts["eager"], strict=True))
-        print(f"{label}: {same} of {len(texts['sdpa'])} completions the same", flush=True)
-        print(f"RATIO {label} eager / sdpa: {seconds['eager'] / seconds['sdpa']:.2f}", flush=True)
+            seconds[value] = timed(f"{label} {option}={value}", run)
+            texts[value] = [c.text for g in out for c in g.completions]
+        same = sum(a == b for a, b in zip(texts[base], texts[other], strict=True))
+        print(f"{label}: {same} of {len(texts[base])} completions the same", flush=True)
+        print(f"RATIO {label} {option}={other} / {base}: {seconds[other] / seconds[base]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -339,3 +339,52 @@ def test_sampling_job_with_gpus_but_no_cuda_fails_before_any_work(repo_root: Pat
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "CUDA is not usable" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "sample").exists()
+
+
+def test_growing_kv_cache_layer_holds_what_transformers_layer_holds() -> None:
+    """engines/kv_cache.GrowingLayer: the same keys and values as transformers' DynamicLayer through a
+    prompt, steps past two regrowths, a crop and a batch selection (which replace the views)."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from compute_optimal.engines.kv_cache import MIN_CAPACITY, GrowingLayer
+
+    torch.manual_seed(0)
+    grown, reference = GrowingLayer(), DynamicLayer()
+
+    def step(length: int) -> None:
+        batch = reference.keys.shape[0] if reference.is_initialized and reference.keys.numel() else 3
+        keys, values = torch.randn(batch, 2, length, 4), torch.randn(batch, 2, length, 4)
+        got, want = grown.update(keys, values), reference.update(keys, values)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+    step(7)
+    for _ in range(3 * MIN_CAPACITY):
+        step(1)
+    assert grown._buffers[0].shape[-2] > 2 * MIN_CAPACITY, "the buffer must have regrown"
+    for layer in (grown, reference):
+        layer.crop(-5)
+    step(1)
+    indices = torch.tensor([2, 0])
+    for layer in (grown, reference):
+        layer.batch_select_indices(indices)
+    for _ in range(4):
+        step(1)
+    assert grown.get_seq_length() == reference.get_seq_length() == 7 + 3 * MIN_CAPACITY - 5 + 5
+
+
+@pytest.mark.parametrize("name", ["tiny_random", "tiny_random_gemma2"])
+def test_hf_engine_growing_kv_cache_changes_no_completion(name: str) -> None:
+    """engine.hf.grow_kv_cache: greedy and sampled completions long enough to regrow the cache are the
+    ones transformers' own cache gives, on Llama and on Gemma2 (whose sliding-window layers keep theirs)."""
+    from compute_optimal.engines.hf_engine import HFEngine
+    from compute_optimal.resolvers import model_config
+    from compute_optimal.specs import Model
+
+    checkpoint = models.resolve_checkpoint(Model.from_config(model_config(name)))
+    engines = [HFEngine(checkpoint, batch_size=4, grow_kv_cache=grow) for grow in (False, True)]
+    for temperature in (0.0, 1.0):
+        settings = SamplingSettings(temperature=temperature, max_new_tokens=90, stop=())
+        plain, grown = (engine.generate(REQUESTS, settings) for engine in engines)
+        assert grown == plain
+        assert max(c.generated_tokens for g in plain for c in g.completions) == 90

@@ -40,6 +40,7 @@ class HFEngine(Engine):
         threads: int | None = None,
         batch_size: int = 64,
         attn_implementation: str | None = None,
+        grow_kv_cache: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -51,6 +52,7 @@ class HFEngine(Engine):
         self._torch = torch
         self.device = device
         self.batch_size = int(batch_size)
+        self.grow_kv_cache = bool(grow_kv_cache)
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = (
             AutoModelForCausalLM.from_pretrained(
@@ -136,6 +138,11 @@ class HFEngine(Engine):
         width = max(len(ids) for ids in prompts)
         ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        cache = {}
+        if self.grow_kv_cache:
+            from .kv_cache import growing_cache
+
+            cache["past_key_values"] = growing_cache(self.model.config)
         processors = LogitsProcessorList()
         if seeds is not None:
             processors.append(_SeededSampling(seeds, settings.temperature, settings.top_p))
@@ -149,6 +156,7 @@ class HFEngine(Engine):
                 stop_strings=list(settings.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=self._pad,
+                **cache,
             )
         return [self._completion(row, settings) for row in out[:, width:].tolist()]
 
