@@ -111,6 +111,49 @@ def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:
     assert len(started) == 1
 
 
+def test_students_of_two_seeds_finished_in_one_second_are_two_students(tmp_path: Path) -> None:
+    """A greedy evaluation takes the generations of a finished one of the same model whatever its seed
+    (sample_prefix: a base model's are generated once for all seeds). Two seeds' students of one training
+    label are two models, even when they finished in the same second, as two side by side did in the
+    embedded study (seed 1 was then scored on seed 0's generations: 0.150 for both, 0.160 its own)."""
+    checkpoint = models.resolve_checkpoint(TINY)
+    targets = []
+    for seed in (0, 1):
+        trained = TrainRun.of(
+            tmp_path, DATASET.name, "knowledge_distillation", TINY.name, "wc", "high", "compute", seed
+        )
+        summary = {"dataset": DATASET.name, "model_dir": checkpoint, "seed": seed,
+                   "finished_at": "2026-12-04T04:52:03+0000"}  # fmt: skip
+        runs.atomic_write_json(trained.path / "train_summary.json", summary)
+        targets.append(
+            (
+                EvalRun.of_student(tmp_path, DATASET.name, trained, seed),
+                student_target(trained, DATASET.name, TINY),
+            )
+        )
+    assert targets[0][1].trained != targets[1][1].trained
+    summaries = []
+    for seed, (run, target) in enumerate(targets):
+        plans = plan_runs(run=run, model=target.model, dataset=DATASET, problems=PROBLEMS[:3], num_samples=0,
+                          temperature=1.0, max_new_tokens=6, chunk_size=2, seed=seed, trained=target.trained)  # fmt: skip
+        with LazyEngine(lambda: build_engine(checkpoint, "hf")) as engine:
+            run_evaluation(run, target, plans, engine, progress=False)
+            assert engine.started, f"seed {seed}'s student must generate its own greedy completions"
+        summaries.append(json.loads((run.path / "greedy/summary.json").read_text()))
+    assert summaries[1]["derived_from"] is None
+    # A base model's greedy evaluation is still generated once for all seeds.
+    base = [EvalRun.of_base(tmp_path, DATASET.name, TINY.name, seed) for seed in (0, 1)]
+    target = EvalTarget("base", f"base/{TINY.name}", TINY)
+    for seed, run in enumerate(base):
+        plans = plan_runs(run=run, model=TINY, dataset=DATASET, problems=PROBLEMS[:3], num_samples=0,
+                          temperature=1.0, max_new_tokens=6, chunk_size=2, seed=seed)  # fmt: skip
+        with LazyEngine(lambda: build_engine(checkpoint, "hf")) as engine:
+            run_evaluation(run, target, plans, engine, progress=False)
+            assert engine.started == (seed == 0)
+    derived = json.loads((base[1].path / "greedy/summary.json").read_text())["derived_from"]
+    assert derived["run"] == str(base[0].path / "greedy")
+
+
 def test_student_checkpoint_errors(tmp_path: Path) -> None:
     trained = TrainRun.of(tmp_path, "arith", "self_improvement", "tiny_random", "wc", "high", "compute", 0)
     run = trained.path

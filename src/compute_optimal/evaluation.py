@@ -47,6 +47,18 @@ class EvalTarget:
     model: Model  # for a student: its model config with origin "local" and the exported folder
     train_summary: Mapping[str, Any] | None = None
 
+    @property
+    def trained(self) -> dict[str, Any] | None:
+        """Which training run made a student's weights, for its evaluation's signature (None for a base
+        model): the label names no seed and a finish time has one-second steps, and two seeds' students
+        trained side by side have finished in the same second (the embedded study, 2026-12-04: seed 1's
+        evaluation took seed 0's greedy generations as its own). The seed tells them apart; the finish
+        time, a student retrained in the same folder."""
+        if self.train_summary is None:
+            return None
+        summary = self.train_summary
+        return {"label": self.name, "seed": summary.get("seed"), "finished_at": summary.get("finished_at")}
+
 
 def student_target(trained: TrainRun, expected_dataset: str, student: Model) -> EvalTarget:
     """The exported model of a finished training run; a clear error when it is not there."""
@@ -82,8 +94,8 @@ def plan_runs(
     trained: Mapping[str, Any] | None = None,
 ) -> dict[str, SamplingPlan]:
     """The greedy and the sampled generation runs of one evaluation (sampling-stage plans); ``trained``
-    (a student's training run: label and finish time) joins their signatures, since a retrained student
-    has the same name and folder."""
+    (a student's training run, :attr:`EvalTarget.trained`) joins their signatures, since students of other
+    seeds, or retrained, have the same name."""
     plans = {}
     test = dataclasses.replace(dataset, split="test", limit=None)
     for kind, n, temp in ((GREEDY, 1, 0.0), (SAMPLED, num_samples, temperature)):

@@ -53,11 +53,7 @@ def run(cfg: DictConfig) -> StageResult:
         max_new_tokens=task.max_new_tokens,
         chunk_size=task.chunk_size,
         seed=cfg.seed,
-        trained=(
-            {"label": evaluated.name, "finished_at": evaluated.train_summary.get("finished_at")}
-            if evaluated.train_summary is not None
-            else None
-        ),
+        trained=evaluated.trained,
     )
     with engine_for(evaluated.model, cfg.engine, cfg.seed) as engine:
         summary = run_evaluation(
