@@ -138,11 +138,8 @@ class HFEngine(Engine):
         width = max(len(ids) for ids in prompts)
         ids = torch.tensor([[self._pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        cache = {}
-        if self.grow_kv_cache:
-            from .kv_cache import growing_cache
+        from .kv_cache import growing_cache
 
-            cache["past_key_values"] = growing_cache(self.model.config)
         processors = LogitsProcessorList()
         if seeds is not None:
             processors.append(_SeededSampling(seeds, settings.temperature, settings.top_p))
@@ -156,7 +153,7 @@ class HFEngine(Engine):
                 stop_strings=list(settings.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=self._pad,
-                **cache,
+                past_key_values=growing_cache(self.model.config) if self.grow_kv_cache else None,
             )
         return [self._completion(row, settings) for row in out[:, width:].tolist()]
 
