@@ -3,6 +3,11 @@
 #   make test    set everything up, then run the test suite (what CI runs)
 PY := .venv/bin/python
 STUDY_ARGS ?=
+# Two pytest-xdist workers: most tests wait on one core (imports, engine and server starts, SLURM jobs), so
+# two side by side share 2 cores; tests that share a fixture stay on one worker (xdist_group marks).
+# TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: setup study test test-fast lint bench slurm clean-outputs
 
@@ -13,10 +18,10 @@ study: setup
 	$(PY) -m compute_optimal.recipes sweeps/embedded.yaml $(STUDY_ARGS)
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

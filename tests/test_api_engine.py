@@ -31,7 +31,8 @@ from tests.conftest import REPO_ROOT, run_entry_point
 from tests.fault_proxy import FaultProxy
 from tests.test_sampling import DATASET, PROBLEMS
 
-pytestmark = pytest.mark.slow
+# One xdist group: every test here but the last shares one vLLM server (a module fixture: one per worker).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm_server")]
 
 TINY = Model.from_config(model_config("tiny_random"))
 SERVER_OPTIONS = {"dtype": "bfloat16", "max_model_len": 1024, "enforce_eager": True,

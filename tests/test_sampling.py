@@ -396,16 +396,16 @@ class Watch(Engine):
 
 
 @pytest.mark.slow
-def test_no_barrier_between_chunks_on_vllm(tmp_path: Path, tiny_checkpoint: str) -> None:
+@pytest.mark.vllm
+@pytest.mark.xdist_group("tiny_vllm")
+def test_no_barrier_between_chunks_on_vllm(tmp_path: Path, tiny_vllm, monkeypatch) -> None:
     """The stage streams every chunk's requests into one vLLM session: requests of later chunks are in the
     engine while earlier chunks still generate, so its batch never drains at a chunk's end."""
     plan = make_plan(tmp_path / "run", samples=2, chunk_size=1)
     chunk_of = {plan.template.render(p.question): i for i, chunk in enumerate(plan.chunks) for p in chunk}
-    options = {"dtype": "bfloat16", "max_model_len": 1024, "enforce_eager": True, "kv_cache_memory_bytes": 1 << 30,
-               "enable_chunked_prefill": False, "max_in_flight_seqs": 8}  # fmt: skip
-    with build_engine(tiny_checkpoint, "vllm_cpu", vllm_cpu=options) as vllm:
-        watch = Watch(vllm, chunk_of)
-        summary = run_sampling(plan, LazyEngine(lambda: watch), progress=False)
+    monkeypatch.setattr(tiny_vllm, "max_in_flight_seqs", 8)  # engine.vllm_cpu.max_in_flight_seqs=8
+    watch = Watch(tiny_vllm, chunk_of)
+    summary = run_sampling(plan, LazyEngine(lambda: watch), progress=False)
     assert watch.most_chunks == 4  # 8 sequences in flight = 4 one-problem chunks of n=2
     assert summary["num_samples"] == len(PROBLEMS) * 2 and not watch.in_flight
 

