@@ -30,6 +30,7 @@ LONGEST_FIRST = (
 )
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which this one completes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         for i, prefix in enumerate(LONGEST_FIRST):
@@ -38,6 +39,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
 
     items.sort(key=rank)  # stable: a module's tests stay together, in file order
+    if getattr(config.option, "loadgroup", False):  # an xdist worker under --dist loadgroup
+        _name_xdist_groups(items)
+
+
+def _name_xdist_groups(items: list[pytest.Item]) -> None:
+    """Append each test's ``xdist_group`` to its node id (``...::test_x@slurm``), which is how the controller
+    learns the groups. pytest-xdist 3.8 does this by rewriting ``item._nodeid``, which pytest 9.2 no longer
+    reads (a node's id is ``item._id``): without this, --dist loadgroup scatters every group over the workers
+    (seen: the SLURM tests and the API-engine tests on both workers, each starting its own cluster / server)."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(mark.args[0]) for mark in item.iter_markers("xdist_group") if mark.args})
+        if groups and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")
