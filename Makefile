@@ -4,10 +4,11 @@
 PY := .venv/bin/python
 STUDY_ARGS ?=
 # Two pytest-xdist workers: most tests wait on one core (imports, engine and server starts, SLURM jobs), so
-# two side by side share 2 cores; tests that share a fixture stay on one worker (xdist_group marks).
+# two side by side share 2 cores; tests that share a fixture stay on one worker (xdist_group marks), and the
+# order is tests/conftest.py's (longest first), not xdist's (largest group first).
 # TEST_WORKERS=0 runs them in this process, one after another.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: setup study test test-fast lint bench slurm clean-outputs
 
