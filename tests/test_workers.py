@@ -33,10 +33,11 @@ def test_loose(i):
 """
 
 
-def test_an_xdist_group_runs_on_one_worker_and_the_rest_spreads(tmp_path: Path) -> None:
+def test_an_xdist_group_runs_on_one_worker(tmp_path: Path) -> None:
     """The suite's conftest under `-n 2 --dist loadgroup`: the 4 tests of one group run on one worker (as
-    the SLURM tests must: one cluster), the 4 others on both. pytest-xdist 3.8 alone, under pytest 9.2,
-    scattered the group (it names groups through a node attribute pytest no longer reads)."""
+    the SLURM tests must: one cluster), the 4 others wherever a worker is free (which one depends on the
+    machine's load: not asserted). pytest-xdist 3.8 alone, under pytest 9.2, scattered the group (it names
+    groups through a node attribute pytest no longer reads)."""
     (tmp_path / "conftest.py").write_text(
         "from tests.conftest import pytest_collection_modifyitems  # noqa: F401\n"
     )
@@ -54,4 +55,4 @@ def test_an_xdist_group_runs_on_one_worker_and_the_rest_spreads(tmp_path: Path) 
     grouped = [worker for kind, worker in rows if kind == "grouped"]
     loose = [worker for kind, worker in rows if kind == "loose"]
     assert len(grouped) == 4 and len(set(grouped)) == 1, rows
-    assert len(loose) == 4 and set(loose) == {"gw0", "gw1"}, rows
+    assert len(loose) == 4 and set(loose) <= {"gw0", "gw1"}, rows
