@@ -36,8 +36,7 @@ def _parsed_yaml(path: str, mtime_ns: int, size: int) -> Any:
 def load_yaml(path: Path) -> DictConfig:
     """``OmegaConf.load(path)``, the file parsed once per version (its mtime and size): composing a sweep's
     jobs reads the same model and pair files hundreds of times (a third of a compose's time)."""
-    stat = path.stat()
-    return OmegaConf.create(_parsed_yaml(str(path), stat.st_mtime_ns, stat.st_size))
+    return OmegaConf.create(_parsed_yaml(str(path), *_version(path)))
 
 
 def conf_dir() -> Path:
@@ -57,8 +56,20 @@ def model_config(name: str | None, conf: str | os.PathLike | None = None) -> Dic
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ModelError(f"unknown model {name!r} (no {path}); known: {known}")
+    family = sorted((p.name, _version(p)) for p in (path.parent.parent / "family").glob("*.yaml"))
+    return OmegaConf.create(_resolved_model(path, _version(path), tuple(family)))
+
+
+def _version(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved_model(path: Path, version: tuple[int, int], family: tuple) -> Any:
+    # Resolved once per version of the model file and of the family recipes it may name (${co.family:...}).
     node = OmegaConf.create({"model": load_yaml(path)})
-    return OmegaConf.create(OmegaConf.to_container(node, resolve=True)["model"])
+    return OmegaConf.to_container(node, resolve=True)["model"]
 
 
 def family_recipe(name: str, conf: str | os.PathLike | None = None) -> DictConfig:
