@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("COMPUTE_OPTIMAL_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
-# The longest tests start first, so that two workers end together instead of one finishing a 12-minute test
+# The longest tests start first, so that two workers end together instead of one finishing a 10-minute test
 # alone (durations of a full run: docs/testing.md). The rest keep their order, slow before fast.
 LONGEST_FIRST = (
     "tests/test_study.py::test_whole_study_end_to_end",
@@ -47,7 +47,7 @@ def _name_xdist_groups(items: list[pytest.Item]) -> None:
     """Append each test's ``xdist_group`` to its node id (``...::test_x@slurm``), which is how the controller
     learns the groups. pytest-xdist 3.8 does this by rewriting ``item._nodeid``, which pytest 9.2 no longer
     reads (a node's id is ``item._id``): without this, --dist loadgroup scatters every group over the workers
-    (seen: the SLURM tests and the API-engine tests on both workers, each starting its own cluster / server)."""
+    (seen: the API-engine tests on both workers, each starting its own vLLM server)."""
     from _pytest.nodeid import NodeId
 
     for item in items:
