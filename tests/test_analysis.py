@@ -105,6 +105,29 @@ def test_data_quality_hand_computed() -> None:
     assert q["per_subject"] == {}
 
 
+def test_diversity_by_reasoning_chain_counts_other_computations_not_other_words() -> None:
+    frame = frame_of(
+        [
+            # p1: three texts, two chains (the first two write the same computations in other words)
+            ("p1", 3, None, "Leo has 14 + 6 = 20. Zoe has 3 * 9 = 27. 20 + 27 = 47. The answer is 47.", True),
+            ("p1", 3, None, "6 plus 14 is 20; 9 x 3 = 27, so 27 + 20 = 47 apples. The answer is 47.", True),
+            ("p1", 3, None, "Zoe has 3 * 9 = 27. Leo has 14 + 6 = 20. 20 + 27 = 47. The answer is 47.", True),
+            # p2: two samples with no computation are one (empty) chain; a wrong sample counts for nothing
+            ("p2", 1, None, "It is 9. The answer is 9.", True),
+            ("p2", 1, None, "Nine. The answer is 9.", True),
+            ("p2", 1, None, "4 + 4 = 8. The answer is 8.", False),
+        ]
+    )
+    q = data_quality(frame, 3)
+    assert q["distinct_correct"] == 5 and q["distinct_chains"] == 3
+    assert q["diversity_at_k"][-1] == pytest.approx((3 + 2) / 2)
+    assert q["diversity_chains_at_k"][-1] == pytest.approx((2 + 1) / 2)
+    # k = 1: one sample, one chain, for a problem with any correct sample: p1 3/3, p2 2/3.
+    assert q["diversity_chains_at_k"][0] == pytest.approx((1 + 2 / 3) / 2)
+    assert q["per_level"]["3"]["diversity_chains"] == pytest.approx(2.0)
+    assert q["per_level"]["3"]["diversity"] == pytest.approx(3.0)
+
+
 def test_groups_gsm8k_and_math_subjects() -> None:
     gsm = frame_of([("g1", None, None, "A", True), ("g2", None, None, "B", False)])
     assert list(data_quality(gsm, 1)["per_level"]) == ["all"]

@@ -250,8 +250,9 @@ def test_headline_numbers_by_hand(known_runs: Path) -> None:
         "| low | compute | 2 / 1 | 0.750 | 0.250 | +200.0% | 0.75 | 0.25 | +200.0% |",
         "| low | number | not run (command: `python run_sample.py model=tiny_random dataset=arith budget=low budget.mode=number`)",
         "| low | number (WC subsampled) | 1 / 1 | 0.500 | 0.250 | +100.0% | 0.50 | 0.25 | +100.0% |",
-        # high: WC p1 has classes [2, 1], p3 [4], p4 [1]: diversity (2 + 0 + 1 + 1) / 4 = 1.
-        "| high | compute | 4 / 2 | 0.750 | 0.500 | +50.0% | 1.00 | 0.75 | +33.3% |",
+        # high: WC p1 has classes [2, 1], p3 [4], p4 [1]: diversity (2 + 0 + 1 + 1) / 4 = 1. No sample
+        # writes a computation, so each covered problem has one reasoning chain: WC 3/4, SE 2/4.
+        "| high | compute | 4 / 2 | 0.750 | 0.500 | +50.0% | 1.00 | 0.75 | +33.3% | 0.75 | 0.50 | +50.0% |",
         # number-matched: SE's run is its compute run (the reference model gets S=2 in both modes).
         "| high | number | 2 / 2 | 0.500 | 0.500 | +0.0% | 0.75 | 0.75 | +0.0% |",
         # WC at k=2 of 4: coverage (1 + 0 + 1 + 1/2) / 4; diversity (4/3 + 0 + 1 + 1/2) / 4 = 0.708.
@@ -425,6 +426,20 @@ def test_exact_fpr_of_runs_with_known_false_positives(exact_runs: Path) -> None:
     overall = {(r["model"], r["level"]): (r["incorrect"], r["rated"]) for r in data["rows"]}
     assert overall[WC, "all"] == (3, 5) and overall[SE, "all"] == (1, 3)
     assert {r["label"] for r in data["rows"]} == {"exact"}
+    # Coverage by process: WC's level-2 problem is covered by lucky answers only, SE's level-3 one too.
+    for row in [
+        f"| {WC} | low-compute | 1 | 2 | 1.000 | 1.000 | 0.000 |",
+        f"| {WC} | low-compute | 2 | 1 | 1.000 | 0.000 | 1.000 |",
+        f"| {WC} | low-compute | 3 | 1 | 0.000 | 0.000 | – |",
+        f"| {WC} | low-compute | all | 4 | 0.750 | 0.500 | 0.333 |",
+        f"| {SE} | low-compute | 2 | 1 | 0.000 | 0.000 | – |",
+        f"| {SE} | low-compute | 3 | 1 | 1.000 | 0.000 | 1.000 |",
+    ]:
+        assert row in text, row
+    coverage = {
+        (r["model"], r["level"]): (r["coverage_answer"], r["coverage_process"]) for r in data["coverage"]
+    }
+    assert coverage[WC, "all"] == (0.75, 0.5) and coverage[SE, "1"] == (1.0, 1.0)
 
 
 def test_gsm8k_reports_the_arithmetic_check_as_a_lower_bound(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from compute_optimal.engines import LazyEngine, build_engine
 from compute_optimal.evaluation import (
     EvalTarget,
     accuracy_metrics,
+    greedy_by_level,
     majority_answer,
     plan_runs,
     run_evaluation,
@@ -60,6 +61,37 @@ def test_accuracy_metrics_by_hand() -> None:
     # maj@1: p1 "5" right, p2 "3" wrong; maj@2: p2 ties 3 vs 2 -> "3" (first) wrong;
     # maj@4: p1 "5" (2 votes) right, p2 ties 3 vs 2 -> "3" wrong.
     assert (m["maj@1"], m["maj@2"], m["maj@4"]) == (0.5, 0.5, 0.5)
+
+
+def test_greedy_pass_at_1_per_level_by_answer_and_by_process() -> None:
+    from compute_optimal.data.arith import generate_split
+
+    problems = generate_split("test", num_test=4, levels=[1, 2])  # levels 1, 2, 1, 2
+    completions = [
+        problems[0].solution,  # right answer, valid chain
+        f"I think so. The answer is {problems[1].answer}.",  # right answer by luck
+        problems[2].solution.replace(problems[2].answer, "1"),  # wrong answer
+        problems[3].solution,
+    ]
+    greedy = pd.DataFrame(
+        {
+            "problem_id": [p.id for p in problems],
+            "sample_index": [0] * 4,
+            "level": pd.array([p.level for p in problems], dtype="Int64"),
+            "completion": completions,
+            "correct": [True, True, False, True],
+        }
+    )
+    out = greedy_by_level(greedy, problems, "arith")
+    assert out["greedy_per_level"] == {
+        "1": {"problems": 2, "pass@1": 0.5, "pass@1_process": 0.5},
+        "2": {"problems": 2, "pass@1": 1.0, "pass@1_process": 0.5},
+    }
+    assert out["pass@1_greedy_process"] == 0.5
+    # No exact check for GSM8K: by answer only.
+    assert greedy_by_level(greedy, problems, "gsm8k") == {
+        "greedy_per_level": {"1": {"problems": 2, "pass@1": 0.5}, "2": {"problems": 2, "pass@1": 1.0}}
+    }
 
 
 def test_evaluation_stage_on_a_tiny_model(tmp_path: Path) -> None:

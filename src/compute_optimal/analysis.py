@@ -2,7 +2,10 @@
 
 What counts as a *distinct* correct solution is defined once, by :func:`normalize_solution` (and an
 optional near-duplicate threshold, :func:`solution_classes`); the report prints that definition next
-to its diversity figure. The estimators themselves are in :mod:`compute_optimal.metrics`.
+to its diversity figure. Beside it, diversity by *reasoning chain*: two correct solutions are one
+chain when they write the same computations in the same order
+(:func:`compute_optimal.process_check.reasoning_chain`), whatever their words; this is the count that
+asks whether more samples bring other ways of solving a problem, not other phrasings. The estimators themselves are in :mod:`compute_optimal.metrics`.
 """
 
 from __future__ import annotations
@@ -111,7 +114,10 @@ def level_label(level: Any) -> str:
 
 
 def problem_table(frame: pd.DataFrame, near_duplicate: float | None = None) -> pd.DataFrame:
-    """One row per problem: level group, subject, samples ``n``, correct ``c``, distinct-class sizes."""
+    """One row per problem: level group, subject, samples ``n``, correct ``c``, and the class sizes of its
+    correct samples by distinct text (``classes``) and by reasoning chain (``chains``)."""
+    from .process_check import reasoning_chain  # process_check builds on this module
+
     missing = {"problem_id", "level", "subject", "completion", "correct"} - set(frame.columns)
     if missing:
         raise AnalysisError(f"the samples table lacks columns {sorted(missing)}")
@@ -138,6 +144,15 @@ def problem_table(frame: pd.DataFrame, near_duplicate: float | None = None) -> p
     else:
         classes = texts.groupby(ids, sort=False).agg(lambda t: solution_classes(list(t), near_duplicate))
     table["classes"] = classes.reindex(table.index).apply(lambda v: v if isinstance(v, list) else [])
+    chain_of = {t: reasoning_chain(t) for t in set(texts)}
+    chain_keys = pd.DataFrame({"problem_id": ids, "key": texts.map(chain_of)})
+    chains = (
+        chain_keys.groupby(["problem_id", "key"], sort=False)
+        .size()
+        .groupby(level="problem_id", sort=False)
+        .agg(list)
+    )
+    table["chains"] = chains.reindex(table.index).apply(lambda v: v if isinstance(v, list) else [])
     table["level"] = table["level"].map(level_label)
     table["subject"] = table["subject"].map(lambda v: None if v is None or pd.isna(v) else str(v))
     table["c"] = table["c"].astype(int)
@@ -157,6 +172,7 @@ def _group_stats(table: pd.DataFrame, n: int) -> dict[str, Any]:
         "coverage": metrics.coverage_at_k(zip(table["n"], table["c"], strict=True), n),
         "coverage_ci": [low, high],
         "diversity": metrics.diversity_at_k(zip(table["n"], table["classes"], strict=True), n),
+        "diversity_chains": metrics.diversity_at_k(zip(table["n"], table["chains"], strict=True), n),
     }
 
 
@@ -165,9 +181,10 @@ def data_quality(
 ) -> dict[str, Any]:
     """Coverage and diversity of one run's samples, for its summary.json and the data report.
 
-    coverage_at_k / diversity_at_k: lists for k = 1..samples_per_problem (unbiased estimators, see
-    :mod:`compute_optimal.metrics`). per_level / per_subject: {group: {num_problems, accuracy,
-    coverage, coverage_ci (95% Wilson over problems), diversity}} at k = samples_per_problem; levels
+    coverage_at_k / diversity_at_k / diversity_chains_at_k: lists for k = 1..samples_per_problem (unbiased
+    estimators, see :mod:`compute_optimal.metrics`; diversity by distinct text and by reasoning chain).
+    per_level / per_subject: {group: {num_problems, accuracy, coverage, coverage_ci (95% Wilson over
+    problems), diversity, diversity_chains}} at k = samples_per_problem; levels
     are "1".."5" (MATH, arith) or "all" (GSM8K); per_subject is empty where there are no subjects.
     """
     table = problem_table(frame, near_duplicate)
@@ -180,6 +197,7 @@ def data_quality(
         )
     counts = list(zip(table["n"], table["c"], strict=True))
     classes = list(zip(table["n"], table["classes"], strict=True))
+    chains = list(zip(table["n"], table["chains"], strict=True))
     per_level = {
         label: _group_stats(group, n)
         for label, group in sorted(table.groupby("level"), key=lambda item: _sort_key(item[0]))
@@ -189,7 +207,9 @@ def data_quality(
     return {
         "coverage_at_k": metrics.coverage_curve(counts, n),
         "diversity_at_k": metrics.diversity_curve(classes, n),
+        "diversity_chains_at_k": metrics.diversity_curve(chains, n),
         "distinct_correct": int(sum(len(c) for c in table["classes"])),
+        "distinct_chains": int(sum(len(c) for c in table["chains"])),
         "diversity_near_duplicate": near_duplicate,
         "per_level": per_level,
         "per_subject": per_subject,

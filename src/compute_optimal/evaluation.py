@@ -10,6 +10,9 @@ The metrics are pure functions of the two sample tables:
 * ``maj@k``: majority vote over the first k sampled answers (votes by extracted answer string). Ties go to the answer that occurs first
   (lowest sample index) among the tied ones; completions without an answer never vote.
 * ``pass@k``: the unbiased estimator of :func:`compute_optimal.metrics.pass_at_k` (the one copy)
+* ``greedy_per_level``: pass@1 (greedy) per level; on arith also by process (``pass@1_process``: the
+  right answer by a valid chain, :func:`compute_optimal.process_check.check_process`), overall as
+  ``pass@1_greedy_process``
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ def run_evaluation(
     tables = {kind: pd.read_parquet(s["samples_path"]) for kind, s in summaries.items()}
     metrics = accuracy_metrics(tables.get(GREEDY), tables.get(SAMPLED), ks)
     any_plan = next(iter(plans.values()))
+    if tables.get(GREEDY) is not None and len(tables[GREEDY]):
+        metrics.update(greedy_by_level(tables[GREEDY], any_plan.problems, any_plan.dataset.answer_format))
     summary = {
         "target": target.name,
         "kind": target.kind,
@@ -187,6 +192,37 @@ def accuracy_metrics(
             .apply(lambda g, k=k: _majority_correct(g.head(k)), include_groups=False)
             .mean()
         )
+    return out
+
+
+def greedy_by_level(greedy: pd.DataFrame, problems: Sequence[Problem], answer_format: str) -> dict[str, Any]:
+    """pass@1 (greedy) per level ("all" for datasets without levels); where the answer format has an
+    exact process check (arith), also by process: the right answer by a valid chain of computations."""
+    from .analysis import level_label
+    from .process_check import EXACT_FORMATS, check_process
+
+    exact = answer_format in EXACT_FORMATS
+    by_id = {p.id: p for p in problems}
+    first = greedy.sort_values("sample_index").groupby("problem_id", sort=False).first()
+    rows = []
+    for pid, row in first.iterrows():
+        problem = by_id.get(str(pid))
+        ok = bool(row["correct"])
+        process = None
+        if exact and problem is not None and problem.solution:
+            process = (
+                ok and check_process(str(row["completion"]), problem.solution, problem.answer).process_correct
+            )
+        rows.append({"level": level_label(row["level"]), "correct": ok, "process": process})
+    frame = pd.DataFrame(rows)
+    per_level: dict[str, dict[str, Any]] = {}
+    for level, group in sorted(frame.groupby("level"), key=lambda item: (len(item[0]), item[0])):
+        per_level[str(level)] = {"problems": len(group), "pass@1": float(group["correct"].mean())}
+        if exact:
+            per_level[str(level)]["pass@1_process"] = float(group["process"].astype(bool).mean())
+    out: dict[str, Any] = {"greedy_per_level": per_level}
+    if exact:
+        out["pass@1_greedy_process"] = float(frame["process"].astype(bool).mean())
     return out
 
 

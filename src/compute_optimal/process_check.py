@@ -3,15 +3,18 @@
 A false positive is a completion whose final answer matches the gold answer but whose reasoning is
 wrong. An LLM judge or a human decides that by reading; here it is decided by checking:
 
-* arith (:func:`check_process`): every arith problem carries its full reference solution, one
-  computation per operation (``..., so Mia has 7 + 5 = 12 apples.``). A completion passes when
-  (1) its final answer is correct as the grader reads it (``grading.extract_answer`` and
-  ``grading.answers_equal`` with answer_format arith), (2) every computation it writes is exact, and
-  (3) its computations contain the reference chain: each reference step (previous quantity, the
-  problem's operand, the new quantity; ``+`` and ``*`` commute) in order, and nothing else, except
-  repeats of a step already written, trivial steps (``12 * 1 = 12``) and checks between quantities
-  of the chain (``12 - 5 = 7`` after ``7 + 5 = 12``). An intermediate quantity stated without its
-  computation counts as missing.
+* arith (:func:`check_process`): every arith problem carries a reference solution that computes each
+  quantity the answer needs, one equation per quantity (``Zoe has 14 + 6 = 20 apples.``, a sum of three
+  written flat: ``20 + 34 + 7 = 61``), and every number of a problem names one thing (the generator
+  makes them distinct). A completion passes when (1) its final answer is correct as the grader reads
+  it (``grading.extract_answer`` and ``grading.answers_equal`` with answer_format arith), (2) every
+  computation it writes is exact, and (3) its computations form a valid chain: each step combines
+  values already known (the problem's numbers, or results of earlier steps) into a quantity of the
+  reference or a partial sum of one (``+`` and ``*`` in any order and grouping, ``-`` and ``/`` in
+  order), every quantity is computed, and every such step leads to the answer. Independent
+  quantities may come in any order. Repeats, trivial steps (``12 * 1 = 12``) and checks between known
+  values (``54 - 7 = 47`` after ``47 + 7 = 54``) are let through; any other step is extra. A quantity
+  stated without its computation counts as missing.
 * GSM8K (:func:`check_arithmetic`): there is no machine-readable reference chain, so only the
   arithmetic is checked: every computation written (and every ``<<48/2=24>>`` calculator annotation)
   must be right, a decimal rounded or truncated to the places written (``10/3 = 3.33``) and the
@@ -52,10 +55,12 @@ EXACT_LABEL = "exact"
 ARITHMETIC_METHOD = "arithmetic check (lower bound)"
 EXACT_DEFINITION = (
     "A sample passes the exact process check when its final answer is correct (the grader's arith "
-    "extraction), every computation it writes is exact, and its computations contain every step of the "
-    "problem's reference solution (previous quantity, the problem's operand, new quantity; + and * may "
-    "be commuted) in order and no other step (repeats, trivial steps and checks between quantities of "
-    "the chain aside); an answer-correct sample that fails is a false positive."
+    "extraction), every computation it writes is exact, and its computations form a valid chain: each step "
+    "combines values already known (the problem's numbers or earlier results) into a quantity the answer "
+    "needs or a partial sum of one (+ and * in any order and grouping), every such quantity is computed, "
+    "and nothing else is (repeats, trivial steps and checks between known values aside); independent "
+    "quantities may come in any order. An answer-correct sample that fails is a false positive: a lucky "
+    "answer."
 )
 ARITHMETIC_DEFINITION = (
     "A sample fails the arithmetic check when a computation it writes (`a op b = c`, or a `<<a op b=c>>` "
@@ -393,23 +398,89 @@ def _show(o: Operation) -> str:
 
 
 @dataclass(frozen=True)
+class _Node:
+    """One quantity the reference solution computes: ``op`` over ``terms``. A sum or product may take
+    its terms in any order and grouping; a difference or quotient takes its two in order."""
+
+    op: str
+    terms: tuple[Fraction, ...]
+    value: Fraction
+    text: str  # as the reference writes it: "14 + 6 + 20 = 40"
+
+    @property
+    def parts(self) -> dict[Fraction, frozenset[int]]:
+        """value -> the terms it combines: every term, and for a sum or product of three or more terms
+        every partial sum or product of some of them (the operands a valid step may combine)."""
+        out = {t: frozenset([i]) for i, t in enumerate(self.terms)}
+        if self.op in "+*":
+            for size in range(2, len(self.terms)):
+                for combo in itertools.combinations(range(len(self.terms)), size):
+                    out[self._combine(combo)] = frozenset(combo)
+        return out
+
+    def _combine(self, indices: Sequence[int]) -> Fraction:
+        values = [self.terms[i] for i in indices]
+        return sum(values, Fraction(0)) if self.op == "+" else math.prod(values, start=Fraction(1))
+
+    def fits(self, o: Operation) -> bool:
+        """``o`` computes this quantity or a partial sum or product of it from two disjoint parts."""
+        if o.op != self.op:
+            return False
+        if o.op in "-/":
+            return (o.a, o.b) == self.terms
+        parts = self.parts
+        a, b = parts.get(o.a), parts.get(o.b)
+        return a is not None and b is not None and not a & b
+
+
+@dataclass(frozen=True)
 class _Reference:
-    steps: tuple[Operation, ...]
-    values: frozenset[Fraction]  # the chain's quantities
-    operands: frozenset[Fraction]  # the problem's operands
+    nodes: tuple[_Node, ...]
+    givens: frozenset[Fraction]  # numbers the reference uses without computing them
+    derived: frozenset[Fraction]  # quantities it computes, and partial sums or products of them
+    required: int  # operations a solution needs: a sum of k terms takes k - 1 in any grouping
+
+
+def _node(step: Step, solution: str) -> _Node:
+    ops = step.operations
+    op = ops[0].op
+    if len(ops) > 1 and not (
+        op in "+*"
+        and all(o.op == op for o in ops)
+        and all(nxt.a == prev.result for prev, nxt in itertools.pairwise(ops))
+    ):
+        raise ValueError(
+            f"a reference step that is neither one operation nor a flat sum or product: {step.text!r}"
+        )
+    return _Node(op, (ops[0].a, ops[0].b, *(o.b for o in ops[1:])), ops[-1].result, step.text)
 
 
 @lru_cache(maxsize=4096)
 def _reference(solution: str) -> _Reference:
-    """The reference chain of an arith solution (cached: every sample of a problem shares it)."""
-    chain = [o for s in parse_steps(solution) for o in s.operations]
-    if not chain or any(not o.correct for o in chain):
-        raise ValueError(f"not an arith reference solution (no exact chain of computations): {solution!r}")
-    for prev, nxt in itertools.pairwise(chain):
-        if nxt.a != prev.result:
-            raise ValueError(f"the reference chain breaks at {_show(nxt)}: {solution!r}")
-    values = frozenset([chain[0].a, *(o.result for o in chain)])
-    return _Reference(tuple(chain), values, frozenset(o.b for o in chain))
+    """The quantities of an arith reference solution and what each is computed from (cached: every
+    sample of a problem shares it). Raises ValueError unless every number in it names one thing."""
+    steps = parse_steps(solution)
+    if not steps or any(not s.correct for s in steps):
+        raise ValueError(f"not an arith reference solution (no exact computations): {solution!r}")
+    nodes = tuple(_node(s, solution) for s in steps)
+    values = [n.value for n in nodes]
+    computed: set[Fraction] = set()
+    givens: set[Fraction] = set()
+    for n in nodes:
+        for t in n.terms:
+            if t in values and t not in computed:
+                raise ValueError(f"the reference uses {_fmt(t)} before computing it: {solution!r}")
+            if t not in computed:
+                givens.add(t)
+        computed.add(n.value)
+    partials = [v for n in nodes for v, part in n.parts.items() if len(part) > 1]
+    named = [*givens, *values, *partials]
+    if len(set(named)) != len(named):
+        raise ValueError(
+            f"a number of the reference names two things, so steps cannot be told apart: {solution!r}"
+        )
+    required = sum(len(n.terms) - 1 for n in nodes)
+    return _Reference(nodes, frozenset(givens), frozenset([*values, *partials]), required)
 
 
 def _trivial(o: Operation) -> bool:
@@ -419,31 +490,53 @@ def _trivial(o: Operation) -> bool:
 
 
 def _chain_reasons(ops: list[tuple[int, Operation]], ref: _Reference) -> tuple[list[str], int, int]:
-    """Reference steps missing or out of order, and extra steps: (reasons, matched, extra)."""
-    keys = [_key(o) for _, o in ops]
-    used: set[int] = set()
+    """Check the written computations against the reference's quantities: (reasons, matched, extra).
+
+    Walks the steps in order with the set of values known so far (the given numbers, then each result).
+    A step is valid when it combines two disjoint parts of one quantity (its terms, or partial sums of
+    them) into another; it is out of order when it uses a value not yet known. Repeats, trivial steps
+    and checks (a known result from known values: ``54 - 7 = 47`` after ``47 + 7 = 54``) are let
+    through; any other step is extra. Every quantity must be computed, and every valid step must lead to
+    the answer (the last quantity): one that does not is extra.
+    """
+    known = set(ref.givens)
+    producer: dict[Fraction, int] = {}  # value -> the valid step that first computed it
+    valid: dict[int, tuple[Fraction, Fraction]] = {}  # valid step -> its operands
+    seen: set[tuple] = set()
     reasons: list[str] = []
-    pos = -1
-    for r in ref.steps:  # each reference step, in order, after the previous one's match
-        found = next((p for p in range(pos + 1, len(ops)) if keys[p] == _key(r)), None)
-        if found is None:
-            reasons.append(f"missing intermediate {_fmt(r.result)} ({_show(r)})")
-        else:
-            used.add(found)
-            pos = found
-    ref_keys = {_key(r) for r in ref.steps}
-    allowed = ref.values | ref.operands
     extra = 0
     for p, (number, o) in enumerate(ops):
-        if p in used or keys[p] in keys[:p] or not o.correct or _trivial(o):
-            continue  # matched, a repeat, a wrong step (reported already), or a step that changes nothing
-        if keys[p] in ref_keys:
-            reasons.append(f"step {number}: {_show(o)} is out of order")
-        elif o.result in ref.values and {o.a, o.b} <= allowed:
-            continue  # a check between quantities of the chain ("12 - 5 = 7")
+        key = _key(o)
+        if not o.correct or _trivial(o) or key in seen:
+            continue  # a wrong step (reported already), a step that changes nothing, or a repeat
+        seen.add(key)
+        if {o.a, o.b, o.result} <= known:
+            continue  # a check between known values
+        if any(n.fits(o) for n in ref.nodes):
+            late = [v for v in (o.a, o.b) if v not in known]
+            if late:
+                reasons.append(
+                    f"step {number}: {_show(o)} is out of order (uses {_fmt(late[0])} before computing it)"
+                )
+            known.add(o.result)
+            producer.setdefault(o.result, p)
+            valid[p] = (o.a, o.b)
         else:
             reasons.append(f"extra step {_show(o)} (step {number})")
             extra += 1
+    reasons += [f"missing intermediate {_fmt(n.value)} ({n.text})" for n in ref.nodes if n.value not in known]
+    # The steps the answer is computed from, back from the step that computed it.
+    used: set[int] = set()
+    stack = [producer[ref.nodes[-1].value]] if ref.nodes[-1].value in producer else []
+    while stack:
+        p = stack.pop()
+        if p not in used:
+            used.add(p)
+            stack += [producer[v] for v in valid[p] if v in producer]
+    for p in sorted(set(valid) - used):
+        number, o = ops[p]
+        reasons.append(f"extra step {_show(o)} (step {number}): the answer does not use it")
+        extra += 1
     return reasons, len(used), extra
 
 
@@ -480,10 +573,21 @@ def check_process(completion: str, solution: str, gold: str) -> ProcessVerdict:
         reasons=tuple(reasons),
         steps=len(steps),
         wrong_steps=sum(not s.correct for s in steps),
-        required=len(ref.steps),
+        required=ref.required,
         matched=matched,
         extra_steps=extra,
     )
+
+
+def reasoning_chain(completion: str) -> tuple[str, ...]:
+    """The computations a completion writes, in order, each as ``a op b = c`` (the operands of ``+`` and
+    ``*`` sorted): two solutions with one chain differ in their words only."""
+    chain = []
+    for step in parse_steps(completion):
+        for o in step.operations:
+            op, (a, b), result = _key(o)
+            chain.append(f"{_fmt(a)} {op} {_fmt(b)} = {_fmt(result)}")
+    return tuple(chain)
 
 
 # --- GSM8K: the arithmetic check (a lower bound) ------------------------------------------------
@@ -570,6 +674,43 @@ def sample_verdicts(frame: pd.DataFrame, problems: Mapping[str, Any] | None) -> 
     return pd.DataFrame(rows, columns=["problem_id", "sample_index", "level", "verdict", "reasons"])
 
 
+def process_coverage(
+    samples: pd.DataFrame, verdicts: pd.DataFrame, model: str, budget: str
+) -> list[dict[str, Any]]:
+    """Per level and overall: the share of problems with an answer-correct sample (coverage at k = S, as
+    the data report counts it) and with a process-correct one; problems with an unknown verdict count as
+    covered by answer only."""
+    ok = verdicts[verdicts["verdict"] == judge.CORRECT]
+    good = set(zip(ok["problem_id"], ok["sample_index"], strict=True))
+    frame = samples.assign(
+        level=samples["level"].map(level_label),
+        answer=samples["correct"].astype(bool),
+        process=[
+            (str(p), int(i)) in good
+            for p, i in zip(samples["problem_id"], samples["sample_index"], strict=True)
+        ],
+    )
+    per_problem = frame.groupby("problem_id", sort=False).agg(
+        level=("level", "first"), answer=("answer", "any"), process=("process", "any")
+    )
+    groups = sorted(per_problem.groupby("level"), key=lambda item: _sort_level(str(item[0])))
+    rows = []
+    for level, table in [*groups, (ALL_LEVELS, per_problem)]:
+        answer, process = float(table["answer"].mean()), float(table["process"].mean())
+        rows.append(
+            {
+                "model": model,
+                "budget": budget,
+                "level": str(level),
+                "problems": len(table),
+                "coverage_answer": answer,
+                "coverage_process": process,
+                "lucky_share": None if answer == 0 else (answer - process) / answer,
+            }
+        )
+    return rows
+
+
 @dataclass
 class ProcessFPR:
     """The checker's false-positive rate of each run of a report, over all its answer-correct samples,
@@ -582,15 +723,27 @@ class ProcessFPR:
     verdicts: dict[str, str] = field(default_factory=dict)  # judge.make_item_id -> verdict
     calibration: dict[str, judge.Calibration] = field(default_factory=dict)  # run label or "all"
     judge_name: str | None = None
+    coverage: list[dict[str, Any]] = field(default_factory=list)  # coverage by answer and by process
 
     @property
     def exact(self) -> bool:
         return self.method == EXACT_METHOD
 
-    def add_run(self, model: str, budget: str, verdicts: pd.DataFrame) -> None:
+    def add_run(
+        self, model: str, budget: str, verdicts: pd.DataFrame, samples: pd.DataFrame | None = None
+    ) -> None:
+        """Add one run's verdicts; with its ``samples`` table and the exact check, also its coverage
+        counting only process-correct samples beside coverage by answer."""
         self.rates[model, budget] = fpr_by_level(verdicts, self.method)
         for row in verdicts.itertuples(index=False):
             self.verdicts[judge.make_item_id(model, budget, row.problem_id, row.sample_index)] = row.verdict
+        if samples is not None and self.exact:
+            self.coverage += process_coverage(samples, verdicts, model, budget)
+
+    def coverage_table(self) -> pd.DataFrame:
+        """One row per run and level: coverage at k = S by answer and by process, and the lucky share of
+        the problems covered by answer (covered by answer-correct samples only, none process-correct)."""
+        return pd.DataFrame(self.coverage)
 
     def table(self) -> pd.DataFrame:
         """One row per run and level (``all``: the run overall)."""

@@ -73,7 +73,7 @@ class RunData:
         return int(self.summary["samples_per_problem"])
 
     def at(self, curve: str, k: int) -> float:
-        """coverage_at_k / diversity_at_k at k (1-based)."""
+        """coverage_at_k / diversity_at_k / diversity_chains_at_k at k (1-based)."""
         return float(self.quality[curve][k - 1])
 
 
@@ -179,7 +179,12 @@ class DataComparison:
     def _row(self, budget: str, matching: str, wc: RunData, se: RunData, k_wc: int) -> dict[str, Any]:
         row: dict[str, Any] = {"budget": budget, "matching": matching, "missing": False}
         row.update(wc_samples=k_wc, se_samples=se.samples)
-        for name, curve in (("coverage", "coverage_at_k"), ("diversity", "diversity_at_k")):
+        curves = (
+            ("coverage", "coverage_at_k"),
+            ("diversity", "diversity_at_k"),
+            ("chains", "diversity_chains_at_k"),
+        )
+        for name, curve in curves:
             w, s = wc.at(curve, k_wc), se.at(curve, se.samples)
             row.update(
                 {f"{name}_wc": w, f"{name}_se": s, f"{name}_rel_pct": metrics.relative_difference(w, s)}
@@ -211,10 +216,11 @@ class DataComparison:
                             f"coverage_ci_low_{side}": ci[0],
                             f"coverage_ci_high_{side}": ci[1],
                             f"diversity_{side}": stats.get("diversity"),
+                            f"chains_{side}": stats.get("diversity_chains"),
                             f"accuracy_{side}": stats.get("accuracy"),
                         }
                     )
-                for name in ("coverage", "diversity"):
+                for name in ("coverage", "diversity", "chains"):
                     row[f"{name}_rel_pct"] = metrics.relative_difference(row[f"{name}_wc"], row[f"{name}_se"])
                 rows.append(row)
         return pd.DataFrame(rows)
@@ -234,6 +240,7 @@ class DataComparison:
                     "accuracy": float(run.frame["correct"].mean()),
                     "coverage": run.at("coverage_at_k", run.samples),
                     "distinct_correct": run.quality["distinct_correct"],
+                    "distinct_chains": run.quality.get("distinct_chains"),
                     "planned_flops": s.get("planned_flops"),
                     "measured_flops": s.get("measured_flops"),
                     "run_dir": str(run.ref.run.path),

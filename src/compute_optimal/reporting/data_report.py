@@ -82,7 +82,7 @@ def headline_markdown(comparison: DataComparison, process: ProcessFPR | None = N
     for r in frame.to_dict("records"):
         if r.get("missing"):
             cell = f"not run (command: {_missing_commands(by_budget[r['budget']])})"
-            rows.append([r["budget"], r["matching"], cell, *["–"] * 9])
+            rows.append([r["budget"], r["matching"], cell, *["–"] * 12])
             continue
         fpr = [_num(r["fpr_wc"]), _num(r["fpr_se"]), _pp(r["fpr_diff_pp"])]
         b = by_budget[r["budget"]]
@@ -102,6 +102,9 @@ def headline_markdown(comparison: DataComparison, process: ProcessFPR | None = N
                 _num(r["diversity_wc"], 2),
                 _num(r["diversity_se"], 2),
                 _rel(r["diversity_rel_pct"]),
+                _num(r["chains_wc"], 2),
+                _num(r["chains_se"], 2),
+                _rel(r["chains_rel_pct"]),
                 *fpr,
             ]
         )
@@ -115,6 +118,9 @@ def headline_markdown(comparison: DataComparison, process: ProcessFPR | None = N
         "diversity WC",
         "diversity SE",
         "Δ diversity",
+        "chains WC",
+        "chains SE",
+        "Δ chains",
         "FPR WC",
         "FPR SE",
         "Δ FPR",
@@ -159,6 +165,9 @@ def _group_markdown(frame: pd.DataFrame, what: str) -> str:
                 _num(r["diversity_wc"], 2),
                 _num(r["diversity_se"], 2),
                 _rel(r["diversity_rel_pct"]),
+                _num(r["chains_wc"], 2),
+                _num(r["chains_se"], 2),
+                _rel(r["chains_rel_pct"]),
                 f"{_num(r['accuracy_wc'])} / {_num(r['accuracy_se'])}",
             ]
         )
@@ -172,6 +181,9 @@ def _group_markdown(frame: pd.DataFrame, what: str) -> str:
         "diversity WC",
         "diversity SE",
         "Δ diversity",
+        "chains WC",
+        "chains SE",
+        "Δ chains",
         "accuracy (WC / SE)",
     ]
     return _table(header, rows)
@@ -311,6 +323,39 @@ def _calibration_markdown(process: ProcessFPR) -> str:
     )
 
 
+def _coverage_markdown(process: ProcessFPR) -> str:
+    rows = [
+        [
+            r["model"],
+            r["budget"],
+            r["level"],
+            str(r["problems"]),
+            _num(r["coverage_answer"]),
+            _num(r["coverage_process"]),
+            "–" if _missing(r["lucky_share"]) else _num(r["lucky_share"]),
+        ]
+        for r in process.coverage_table().to_dict("records")
+    ]
+    header = [
+        "model",
+        "budget",
+        "level",
+        "problems",
+        "coverage (answer)",
+        "coverage (process)",
+        "lucky share",
+    ]
+    return "\n".join(
+        [
+            "Coverage at k = S counting a problem as covered by any answer-correct sample (the headline's) and "
+            "only by a sample that passes the exact process check. *lucky share*: of the problems covered by "
+            "answer, those without one process-correct sample.",
+            "",
+            _table(header, rows),
+        ]
+    )
+
+
 def process_markdown(comparison: DataComparison, process: ProcessFPR | None) -> str:
     """The checker's FPR table (every answer-correct sample of each run), and the judge scored against it;
     empty where nothing was checked (MATH has no checker)."""
@@ -327,6 +372,8 @@ def process_markdown(comparison: DataComparison, process: ProcessFPR | None) -> 
         "",
         *_process_diffs(comparison, process),
     ]
+    if process.coverage:
+        parts += ["", "### Coverage by answer and by process", "", _coverage_markdown(process)]
     if process.calibration:
         parts += ["", "### The LLM judge against the exact check", "", _calibration_markdown(process)]
     return "\n".join(parts)
@@ -344,6 +391,7 @@ def _runs_markdown(comparison: DataComparison) -> str:
             _num(r["accuracy"]),
             _num(r["coverage"]),
             str(r["distinct_correct"]),
+            str(r["distinct_chains"]),
             "–" if r["planned_flops"] is None else f"{r['planned_flops']:.3g}",
             "–" if r["measured_flops"] is None else f"{r['measured_flops']:.3g}",
             f"`{r['run_dir']}`",
@@ -359,6 +407,7 @@ def _runs_markdown(comparison: DataComparison) -> str:
         "accuracy",
         "coverage",
         "distinct correct",
+        "distinct chains",
         "planned FLOPs",
         "measured FLOPs",
         "folder",
@@ -439,6 +488,16 @@ def render_markdown(
         "```",
         "",
         _curve_table(c, "diversity_at_k", 2),
+        "",
+        "### Diversity by reasoning chain",
+        "",
+        "The same estimator over *reasoning chains* (`compute_optimal.process_check.reasoning_chain`): two "
+        "correct solutions are one chain when they write the same computations in the same order (`a op b = "
+        "c`, the operands of + and * sorted), whatever their words. Distinct texts count rewordings; distinct "
+        "chains count other ways of solving the problem (another order of independent steps, another "
+        "grouping of a sum), which is what the paper's diversity argument is about. Columns *chains* above.",
+        "",
+        _curve_table(c, "diversity_chains_at_k", 2),
         "",
         "## False-positive rate",
         "",
@@ -533,6 +592,7 @@ def _process_data(process: ProcessFPR | None) -> dict[str, Any] | None:
         "rows": _records(process.table()),
         "judge": process.judge_name,
         "judge_calibration": _records(process.calibration_table()),
+        "coverage": _records(process.coverage_table()),
     }
 
 

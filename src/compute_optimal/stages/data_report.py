@@ -85,7 +85,7 @@ def _process_fpr(cfg: DictConfig, comparison: DataComparison) -> process_check.P
     problems = {p.id: p for p in load_split(cfg.dataset, cfg.dataset.split)} if process.exact else None
     for run in comparison.compute_runs():
         verdicts = process_check.sample_verdicts(run.frame, problems)
-        process.add_run(run.model, run.ref.budget_dir, verdicts)
+        process.add_run(run.model, run.ref.budget_dir, verdicts, run.frame)
     return process
 
 
@@ -254,6 +254,7 @@ def _log(
     if process is not None:
         tables["process_fpr"] = process.table()
         tables["judge_calibration"] = process.calibration_table()
+        tables["process_coverage"] = process.coverage_table()
     return log_to_wandb(
         cfg,
         name=f"data-report-{comparison.dataset}-{comparison.wc_model}-vs-{comparison.se_model}-s{comparison.seed}",
