@@ -63,6 +63,13 @@ def test_deterministic_across_processes(train: list[Problem], test_split: list[P
         assert out == [_digest(train), _digest(test_split)]
 
 
+def test_a_generator_change_bumps_its_version() -> None:
+    """The family's cache key holds arith.VERSION, not the problems: a change to what the generator writes
+    must bump it (then record the new digest here), or a cached family trained on other problems is reused."""
+    digests = {2: "c7e8fc960bfebc6d4c476edb663f8cd734a2a243649ff54dcf3bd8737a6a6fff"}
+    assert _digest(generate_split("test", num_test=20, seed=5)) == digests[arith.VERSION]
+
+
 def test_train_and_test_are_disjoint(train: list[Problem], test_split: list[Problem]) -> None:
     assert not {p.question for p in train} & {p.question for p in test_split}
     assert len({p.question for p in train}) == len(train)

@@ -323,6 +323,35 @@ def test_a_finished_run_of_another_model_is_not_taken_for_this_one(
         assert run_sampling(make_plan(run_dir), engine, progress=False)["num_samples"] == len(PROBLEMS) * 3
 
 
+def test_a_run_of_other_problems_with_the_same_ids_is_not_taken_for_this_one(
+    tmp_path: Path, tiny_checkpoint: str
+) -> None:
+    """A generator that changes keeps its ids (arith-test-L1-00000): the run's signature holds the problems'
+    text and the prompt's exemplars, so a finished run of the old problems or prompt is refused (before
+    the fix, both reruns returned the old run as finished)."""
+    import dataclasses
+
+    run_dir = tmp_path / "run"
+    with hf_engine(tiny_checkpoint) as engine:
+        run_sampling(make_plan(run_dir), engine, progress=False)
+    reworded = make_plan(run_dir)
+    problems = [dataclasses.replace(PROBLEMS[0], question=PROBLEMS[0].question + " Think."), *PROBLEMS[1:]]
+    changed = plan_sampling(
+        run=SampleRun(run_dir), model=TINY, budget=reworded.budget, dataset=DATASET, problems=problems,
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=12, chunk_size=2), seed=0, engine_backend="hf",
+    )  # fmt: skip
+    assert changed.signature["dataset"]["problems_sha256"] != reworded.signature["dataset"]["problems_sha256"]
+    with (
+        pytest.raises(runs.RunError, match=r"different config \(dataset.problems_sha256: "),
+        no_engine() as engine,
+    ):
+        run_sampling(changed, engine, progress=False)
+    other_prompt = make_plan(run_dir)
+    other_prompt.signature["prompt"] = {**other_prompt.signature["prompt"], "exemplars_sha256": "0" * 16}
+    with pytest.raises(runs.RunError, match=r"prompt.exemplars_sha256"), no_engine() as engine:
+        run_sampling(other_prompt, engine, progress=False)
+
+
 def test_a_claim_without_results_gives_way_to_another_config(tmp_path: Path, tiny_checkpoint: str) -> None:
     """A run that failed before its first chunk (here: its engine failed to start) has lost nothing: the
     corrected command, with another config, takes the folder over instead of being refused."""

@@ -15,6 +15,7 @@ would have written (samples are seeded per problem, never per chunk or shard).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -202,7 +203,8 @@ def _signature(plan: SamplingPlan, engine_backend: str) -> dict[str, Any]:
             "name": plan.dataset.name,
             "split": plan.dataset.split,
             "limit": plan.dataset.limit,
-            "problem_ids_sha256": _ids_digest(plan.problems),
+            # The problems' text, not only their ids: a generator that changes keeps the ids.
+            "problems_sha256": _problems_digest(plan.problems),
         },
         "budget": {
             "name": budget.name,
@@ -212,7 +214,11 @@ def _signature(plan: SamplingPlan, engine_backend: str) -> dict[str, Any]:
             "reference_params": budget.reference_params,
         },
         "samples_per_problem": plan.samples_per_problem,
-        "prompt": {"template": plan.template.name, "num_shots": len(plan.template.exemplars)},
+        "prompt": {
+            "template": plan.template.name,
+            "num_shots": len(plan.template.exemplars),
+            "exemplars_sha256": _digest(json.dumps(plan.template.exemplars)),
+        },
         "sampling": {
             "temperature": settings.temperature,
             "top_p": settings.top_p,
@@ -225,8 +231,12 @@ def _signature(plan: SamplingPlan, engine_backend: str) -> dict[str, Any]:
     }
 
 
-def _ids_digest(problems: Sequence[Problem]) -> str:
-    return hashlib.sha256("\n".join(p.id for p in problems).encode()).hexdigest()[:16]
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _problems_digest(problems: Sequence[Problem]) -> str:
+    return _digest(json.dumps([(p.id, p.question, p.answer) for p in problems]))
 
 
 @dataclass

@@ -17,14 +17,21 @@ from .build import FamilyError, dataset_loader
 __all__ = ["FamilyError", "checkpoint", "tokenizer_dir"]
 
 
+def _held_out(recipe: dict) -> dict:
+    """What decides a member's training problems besides its recipe: the study's splits, left out, and
+    the generator's version (the same arguments give other problems after a generator change)."""
+    from ..data import arith
+
+    return {**dataset_loader(str(recipe["data"]["dataset"])), "generator_version": arith.VERSION}
+
+
 def tokenizer_dir(model: Model) -> Path:
     """The family's tokenizer (one per data + tokenizer recipe), built once."""
     from ..models import _atomic_build, _cache_key, cache_dir
     from .build import build_tokenizer
 
     recipe = dict(model.pretrain or {})
-    held_out = dataset_loader(str(recipe["data"]["dataset"]))  # the study's questions, left out
-    key = _cache_key({k: recipe[k] for k in ("data", "tokenizer", "template")}, held_out=held_out)
+    key = _cache_key({k: recipe[k] for k in ("data", "tokenizer", "template")}, held_out=_held_out(recipe))
     target = cache_dir() / "tokenizers" / f"{recipe['name']}-{key}"
     return _atomic_build(target, lambda tmp: build_tokenizer(recipe, tmp), marker="tokenizer.json")
 
@@ -37,9 +44,7 @@ def checkpoint(model: Model) -> Path:
     if not model.pretrain or not model.arch:
         raise FamilyError(f"model {model.name!r}: origin trained needs an arch and a pretrain recipe")
     recipe = dict(model.pretrain)
-    # The held-out questions are part of what a member learnt from: a new study split retrains it.
-    held_out = dataset_loader(str(recipe["data"]["dataset"]))
-    key = _cache_key(dict(model.arch), pretrain=recipe, held_out=held_out)
+    key = _cache_key(dict(model.arch), pretrain=recipe, held_out=_held_out(recipe))
     target = cache_dir() / "models" / f"trained-{model.name}-{key}"
     tokenizer = tokenizer_dir(model)
     return _atomic_build(target, lambda tmp: train(dict(model.arch), recipe, tokenizer, tmp))
