@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -666,6 +667,31 @@ def test_missing_sampling_run_names_it_and_the_command(tmp_path: Path) -> None:
     assert "tiny_random_x2's sampling run" in proc.stderr and "missing" in proc.stderr
     assert "python run_sample.py model=tiny_random_x2 dataset=arith budget=low" in proc.stderr
     assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.slow
+def test_a_student_learns_the_reference_solutions_of_the_sampled_problems(tmp_path: Path) -> None:
+    """data.sampler=reference (the ceiling check): one reference solution for each problem a sampling run of
+    the same config would sample (dataset.limit, seeded by data.sampling_seed); no sampling run needed."""
+    from compute_optimal.data import select_subset
+
+    args = ("pair=tiny", "regime=self_improvement", "data.sampler=reference", "dataset.limit=10", "logger=none",
+            "progress=false", "train.max_steps=2", "train.batch_size=4", "seed=3")  # fmt: skip
+    proc = run_cli(tmp_path, *args)
+    run_dir = tmp_path / "train/arith/self_improvement/tiny_random/reference-high-compute/seed3"
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert "tiny_random on REFERENCE data" in proc.stdout
+    assert summary["sampler"] == "reference" and summary["data_relation"] == "reference solutions"
+    assert summary["sampler_model"] == "reference" and summary["samples_run"] is None
+    assert summary["num_examples"] == summary["num_problems"] == 10 and summary["steps"] == 2
+    signature = json.loads((run_dir / "run.json").read_text())["samples"]
+    expected = select_subset(arith_split("train"), 10, 3)
+    assert signature["reference"] == "arith" and signature["problems"] == 10
+    digest = hashlib.sha256(json.dumps([(p.id, p.solution) for p in expected]).encode()).hexdigest()
+    assert signature["sha256"] == digest[:16]
+    # Another subset of problems is another data set: refused by name, not answered with this student.
+    other = run_cli(tmp_path, *args[:3], "dataset.limit=12", *args[4:], check=False)
+    assert other.returncode != 0 and "samples.problems: 10 -> 12" in other.stderr + other.stdout
 
 
 def test_pretrained_pair_has_no_distillation_student(tmp_path: Path) -> None:

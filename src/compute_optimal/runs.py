@@ -148,7 +148,7 @@ class SampleRun(RunFolder):
 @dataclass(frozen=True)
 class TrainRun(RunFolder):
     """A fine-tuning run: ``<outputs>/train/<dataset>/<regime>/<student>/<sampler>-<budget>-<mode>/seed<seed>``,
-    where ``sampler`` (wc | se) says whose samples the student learned from."""
+    where ``sampler`` (wc | se | reference) says whose solutions the student learned from."""
 
     SUMMARY: ClassVar[str] = "train_summary.json"
 

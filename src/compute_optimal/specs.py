@@ -64,6 +64,9 @@ class Model:
         None  # origin random/trained, or a config-only checkpoint (vLLM dummy weights)
     )
     pretrain: dict[str, Any] | None = None  # origin trained: the family's recipe (conf/family/)
+    # origin trained: this member's training tokens, in place of the recipe's train.tokens (members of one
+    # family may train for different lengths: smaller models longer, as in practice)
+    pretrain_tokens: float | None = None
     tokenizer_from: str | None = None
     init_seed: int = 0
     price_per_mtok: float | None = None  # $ per 1M output tokens (budget.mode=price matches on it)
@@ -87,6 +90,14 @@ class Model:
             object.__setattr__(self, "params", float(self.params))
         if self.origin == "api" and not (self.api and self.api.get("base_url") and self.api.get("model")):
             raise SpecError(f"model {self.name!r}: origin api needs api.base_url and api.model")
+        if self.pretrain_tokens is not None:
+            if not self.pretrain or float(self.pretrain_tokens) <= 0:
+                raise SpecError(
+                    f"model {self.name!r}: pretrain_tokens needs a pretrain recipe and must be > 0"
+                )
+            # The member's recipe is the family's with its own length: what its cache key and runs record.
+            train = {**self.pretrain.get("train", {}), "tokens": float(self.pretrain_tokens)}
+            object.__setattr__(self, "pretrain", {**self.pretrain, "train": train})
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | DictConfig) -> Model:

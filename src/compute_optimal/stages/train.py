@@ -12,6 +12,7 @@ import os
 
 from omegaconf import DictConfig
 
+from ..data import select_subset
 from ..devices import cuda_devices
 from ..models import check_available, resolve_checkpoint
 from ..specs import Dataset, TrainSettings, plain
@@ -39,11 +40,14 @@ def run(cfg: DictConfig) -> StageResult:
     )
     dataset = Dataset.from_config(cfg.dataset)
     sampler = regime.sampler_model(cfg.data.sampler)
+    problems = load_split(cfg.dataset, "train")
     plan = plan_training(
         run=run_folder,
         regime=regime,
         sampler=cfg.data.sampler,
-        samples=sample_run_of(cfg, sampler.name),
+        samples=sample_run_of(cfg, sampler.name) if sampler else None,
+        # Reference data: the problems a sampling run of this config samples, one reference solution each.
+        problems=None if sampler else select_subset(problems, cfg.dataset.limit, cfg.data.sampling_seed),
         dataset=dataset,
         hparams=TrainSettings.from_config(cfg.train),
         trainer=effective_trainer(
@@ -59,7 +63,7 @@ def run(cfg: DictConfig) -> StageResult:
     check_available(regime.student)
     summary = run_training(
         plan,
-        problems=load_split(cfg.dataset, "train"),
+        problems=problems,
         resolve_checkpoint=resolve_checkpoint,
         progress=cfg.progress,
     )

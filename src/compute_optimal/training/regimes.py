@@ -21,7 +21,10 @@ from ..errors import UserError
 from ..specs import Model
 
 ROLES = {"knowledge_distillation": "other", "self_improvement": "wc", "weak_to_strong": "se"}
-SAMPLERS = ("wc", "se")  # whose samples a student learns from: the pair's WC or SE model
+REFERENCE = "reference"
+# Whose solutions a student learns from: the pair's WC or SE model's samples, or the dataset's own
+# reference solutions of the same problems (the ceiling check: what the students can learn at most).
+SAMPLERS = ("wc", "se", REFERENCE)
 
 
 class RegimeError(UserError, ValueError):
@@ -77,14 +80,21 @@ class Regime:
                 f"got {s.name}. Set regime.student to a third model (paper: gemma_7b)"
             )
 
-    def sampler_model(self, sampler: str) -> Model:
-        """The model whose samples make the training data: the pair's ``sampler`` ("wc" or "se")."""
+    def sampler_model(self, sampler: str) -> Model | None:
+        """The model whose samples make the training data: the pair's ``sampler`` ("wc" or "se"); None
+        for the dataset's reference solutions."""
         if sampler not in SAMPLERS:
-            raise RegimeError(f"unknown data sampler {sampler!r}; expected wc or se")
+            raise RegimeError(f"unknown data sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+        if sampler == REFERENCE:
+            return None
         return self.wc if sampler == "wc" else self.se
 
     def relation(self, sampler: str) -> str:
-        """How the data relates to the student, for reports: "own data", "WC data", "SE data"."""
-        if self.sampler_model(sampler).name == self.student.name:
+        """How the data relates to the student, for reports: "own data", "WC data", "SE data",
+        "reference solutions"."""
+        model = self.sampler_model(sampler)
+        if model is None:
+            return "reference solutions"
+        if model.name == self.student.name:
             return "own data"
         return "WC data" if sampler == "wc" else "SE data"

@@ -9,6 +9,8 @@ Hugging Face checkpoint (safetensors + config + tokenizer, ``model/``) and, last
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -27,7 +29,7 @@ from ..errors import UserError
 from ..prompts import get_template
 from ..runs import SampleRun, TrainRun
 from ..specs import Dataset, Model, TrainSettings
-from .regimes import Regime
+from .regimes import REFERENCE, Regime
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,15 @@ class TrainingError(UserError, ValueError):
 class TrainingPlan:
     run: TrainRun
     regime: Regime
-    sampler: str  # wc | se: whose samples the student learns from
-    samples: SampleRun
+    sampler: str  # wc | se | reference: whose solutions the student learns from
+    samples: SampleRun | None  # None: the reference solutions of ``problems``
     dataset: Dataset
     hparams: TrainSettings
     trainer: dict[str, Any]
     seed: int
     logger: dict[str, Any] | None = None
     signature: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)  # reference data: the problems it solves
 
     @property
     def student(self) -> Model:
@@ -104,34 +107,48 @@ def plan_training(
     run: TrainRun,
     regime: Regime,
     sampler: str,
-    samples: SampleRun,
+    samples: SampleRun | None,
     dataset: Dataset,
     hparams: TrainSettings,
     trainer: Mapping[str, Any],
     seed: int,
     logger: Mapping[str, Any] | None = None,
+    problems: list[Problem] | None = None,
 ) -> TrainingPlan:
-    """Check the regime and that the data's sampling run is finished; raises RegimeError / RunError."""
+    """Check the regime and that the data's sampling run is finished; raises RegimeError / RunError.
+
+    ``sampler`` "reference": the student learns the dataset's reference solutions of ``problems`` (one
+    each; ``samples`` is None), the problems a sampling run of the same config samples."""
     sampler_model = regime.sampler_model(sampler)
-    if not samples.is_finished():
-        raise runs.RunError(
-            f"the {sampler.upper()} data for {regime.name} comes from {sampler_model.name}'s sampling run "
-            f"{samples.path}, which is {samples.state()}. Make it with: {samples.command}"
-        )
-    summary = samples.read_summary()
-    if summary.get("dataset") != dataset.name or summary.get("model") != sampler_model.name:
-        raise runs.RunError(
-            f"{samples.path} holds {summary.get('model')} on {summary.get('dataset')}, "
-            f"expected {sampler_model.name} on {dataset.name}"
-        )
+    if sampler_model is None:
+        if not problems or any(not p.solution for p in problems):
+            raise runs.RunError(f"reference data for {regime.name}: the problems have no reference solutions")
+        digest = hashlib.sha256(json.dumps([(p.id, p.solution) for p in problems]).encode()).hexdigest()[:16]
+        data_source: dict[str, Any] = {"reference": dataset.name, "problems": len(problems), "sha256": digest}
+    else:
+        if samples is None or not samples.is_finished():
+            where = samples.path if samples is not None else "(none)"
+            state = samples.state() if samples is not None else "missing"
+            raise runs.RunError(
+                f"the {sampler.upper()} data for {regime.name} comes from {sampler_model.name}'s sampling run "
+                f"{where}, which is {state}."
+                + (f" Make it with: {samples.command}" if samples is not None else "")
+            )
+        summary = samples.read_summary()
+        if summary.get("dataset") != dataset.name or summary.get("model") != sampler_model.name:
+            raise runs.RunError(
+                f"{samples.path} holds {summary.get('model')} on {summary.get('dataset')}, "
+                f"expected {sampler_model.name} on {dataset.name}"
+            )
+        data_source = {"run": str(samples.path), "finished_at": summary.get("finished_at")}
     weights_dtype(hparams, trainer)  # refuses settings that would lose the updates
     signature = {
         "stage": "train",
         "regime": regime.name,
         "student": {k: v for k, v in regime.student.identity().items() if k != "params"},
         "sampler": sampler,
-        "sampler_model": sampler_model.name,
-        "samples": {"run": str(samples.path), "finished_at": summary.get("finished_at")},
+        "sampler_model": sampler_model.name if sampler_model else REFERENCE,
+        "samples": data_source,
         "hparams": hparams.as_dict(),
         "trainer": {
             k: trainer.get(k)
@@ -157,17 +174,29 @@ def plan_training(
         seed,
         dict(logger) if logger else None,
         signature,
+        list(problems or []) if sampler_model is None else [],
     )
 
 
 def build_examples(
     plan: TrainingPlan, problems: list[Problem], tokenizer: Any
 ) -> tuple[list[dict], dict[str, Any]]:
-    """Correct samples of the plan's sampling run -> tokenized SFT examples, and their statistics."""
+    """Correct samples of the plan's sampling run (or the reference solutions of its problems) ->
+    tokenized SFT examples, and their statistics."""
     from .sft_data import select_examples, tokenize
 
     hp = plan.hparams
-    samples = pd.read_parquet(plan.samples.samples_path)
+    if plan.samples is None:
+        samples = pd.DataFrame(
+            {
+                "problem_id": [p.id for p in plan.problems],
+                "sample_index": 0,
+                "completion": [p.solution for p in plan.problems],
+                "correct": True,
+            }
+        )
+    else:
+        samples = pd.read_parquet(plan.samples.samples_path)
     template = get_template(plan.dataset.prompt.template, hp.num_shots)
     examples, stats = select_examples(
         samples,
@@ -179,7 +208,7 @@ def build_examples(
     )
     if not examples:
         raise runs.RunError(
-            f"{plan.samples.path} has no correct samples: nothing to train {plan.student.name} on. "
+            f"{plan.samples.path if plan.samples else 'the reference data'} has no correct samples: nothing to train {plan.student.name} on. "
             "Sample more problems or at a higher budget."
         )
     items = tokenize(examples, tokenizer, hp.max_length)
@@ -346,9 +375,9 @@ def _summary(
         "student": plan.student.name,
         "sampler": plan.sampler,
         "data_relation": plan.regime.relation(plan.sampler),
-        "sampler_model": plan.regime.sampler_model(plan.sampler).name,
+        "sampler_model": plan.signature["sampler_model"],
         "dataset": plan.dataset.name,
-        "samples_run": str(plan.samples.path),
+        "samples_run": str(plan.samples.path) if plan.samples else None,
         **data_info,
         "steps": int(trainer.global_step),
         "max_steps": hp.max_steps,
