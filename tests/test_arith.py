@@ -66,7 +66,7 @@ def test_deterministic_across_processes(train: list[Problem], test_split: list[P
 def test_a_generator_change_bumps_its_version() -> None:
     """The family's cache key holds arith.VERSION, not the problems: a change to what the generator writes
     must bump it (then record the new digest here), or a cached family trained on other problems is reused."""
-    digests = {2: "c7e8fc960bfebc6d4c476edb663f8cd734a2a243649ff54dcf3bd8737a6a6fff"}
+    digests = {3: "0207eabc8397079c9080c50e053c5cd8f8e780b7a8d5e29bfb916e9a2ac41d31"}
     assert _digest(generate_split("test", num_test=20, seed=5)) == digests[arith.VERSION]
 
 
@@ -101,11 +101,22 @@ def test_ids_unique_and_well_formed(train: list[Problem], test_split: list[Probl
 
 
 def _equations(solution: str) -> list[tuple[list[int], str, int]]:
-    """(operands, operator, result) of each equation of a reference solution."""
+    """(terms, operator, result) of each quantity a reference solution computes: one per sentence; a
+    sentence's equations (``20 + 34 = 54 and 54 + 7 = 61``) combine its terms step by step."""
     out = []
-    for expression, result in EQUATION_RE.findall(solution):
-        op = next(o for o in "+-*/" if f" {o} " in expression)
-        out.append(([int(x) for x in expression.split(f" {op} ")], op, int(result)))
+    for sentence in solution.split(". "):
+        written = EQUATION_RE.findall(sentence)
+        if not written:
+            continue
+        terms, op = [], ""
+        for expression, result in written:
+            op = next(o for o in "+-*/" if f" {o} " in expression)
+            a, b = (int(x) for x in expression.split(f" {op} "))
+            assert OPS[op](a, b) == int(result), sentence  # every written equation is exact
+            terms += [a, b]
+        for _, result in written[:-1]:
+            terms.remove(int(result))  # a partial result is the next step's term, not the quantity's
+        out.append((terms, op, int(written[-1][1])))
     return out
 
 
@@ -119,7 +130,7 @@ def test_reference_solutions_are_correct(train: list[Problem], test_split: list[
             for t in terms[1:]:
                 value = OPS[op](value, t)
             assert value == result and 2 <= result <= arith.MAX_VALUE, (p.id, terms, op, result)
-            assert op in "+*" or len(terms) == 2  # only sums and products are written flat
+            assert op == "+" or len(terms) == 2  # only sums take more than two terms
             # a term is a number of the question (factors may be words: "three times") or a quantity computed before
             for t in terms:
                 assert t in computed or t in arith.FACTORS or re.search(rf"\b{t}\b", p.question), (p.id, t)
@@ -128,6 +139,7 @@ def test_reference_solutions_are_correct(train: list[Problem], test_split: list[
         assert p.solution.endswith(f"The answer is {p.answer}.")
         assert p.solution.count("The answer is") == 1
         assert p.solution.count(". ") == len(equations)  # one sentence per computed quantity, then the answer
+        assert p.solution.count(" = ") == p.level  # one written equation per operation
 
 
 def test_every_number_of_a_problem_names_one_thing(train: list[Problem]) -> None:

@@ -49,6 +49,8 @@ def check(completion: str):
         ("3 + 4 * 2 = 11", [("4", "*", "2", "8"), ("3", "+", "8", "11")]),  # with precedence
         ("(12 - 5) * 3 = 21", [("12", "-", "5", "7"), ("7", "*", "3", "21")]),
         ("7 + 5 = 12 + 3 = 15", [("7", "+", "5", "12"), ("12", "+", "3", "15")]),  # a run-on
+        ("76 + 63 = 139 and 139 + 94 = 233", [("76", "+", "63", "139"), ("139", "+", "94", "233")]),
+        ("1 and 1/2 + 2 = 3.5", []),  # a mixed number is not read
         ("12 = 7 + 5", [("7", "+", "5", "12")]),
         ("1,234 + 6 = 1,240", [("1234", "+", "6", "1240")]),
         ("$5 + $3 = $8", [("5", "+", "3", "8")]),
@@ -219,33 +221,42 @@ def test_a_solution_that_is_not_a_reference_is_refused() -> None:
         check_process("x", "Leo has 12 + 3 = 15 apples. Ben has 15 + 10 + 2 = 27. The answer is 27.", "27")
 
 
-_EQUATION = re.compile(r"^(.* ha(?:s|ve)) (.+?) = (\d+) (.+)$")  # "Zoe has 14 + 6 = 20 apples"
+_SENTENCE = re.compile(r"^(.* ha(?:s|ve)) (\d.*\d) (\D+)$")  # "Zoe has 14 + 6 = 20 apples"
+
+
+def _quantity(sentence: str) -> tuple[str, str, list[str], str, str]:
+    """(who, operator, terms, result, object) of a reference sentence; a sum's steps give its terms."""
+    who, equations, obj = _SENTENCE.match(sentence).groups()
+    steps = [re.fullmatch(r"(\d+) ([-+*/]) (\d+) = (\d+)", e).groups() for e in equations.split(" and ")]
+    terms = [steps[0][0], *(b for _, _, b, _ in steps)]
+    return who, steps[0][1], terms, steps[-1][3], obj
 
 
 @pytest.mark.parametrize("seed", [11, 12])
 def test_every_valid_reordering_of_generated_solutions_passes_and_every_dropped_step_fails(seed: int) -> None:
-    """Property check on generated problems: the reference's equations in another order that respects
-    the dependencies, with every sum's terms reversed, passes; the reference without one of its
-    equations fails."""
+    """Property check on generated problems: the reference's quantities in another order that respects
+    the dependencies, each sum written flat with its terms reversed, passes; the reference without one
+    of its sentences fails."""
     rng = random.Random(seed)
     problems = generate_split("test", num_test=300, levels=[2, 3, 4, 5], seed=seed)
     reordered = 0
     for p in problems:
-        equations = [_EQUATION.match(s).groups() for s in p.solution.split(". ")[:-1]]
-        made = {result for _, _, result, _ in equations}
-        order: list[tuple[str, ...]] = []
-        while len(order) < len(equations):
-            known = {result for _, _, result, _ in order}
-            ready = [e for e in equations if e not in order and set(re.findall(r"\d+", e[1])) & made <= known]
+        quantities = [_quantity(s) for s in p.solution.split(". ")[:-1]]
+        made = {q[3] for q in quantities}
+        order: list[tuple] = []
+        while len(order) < len(quantities):
+            known = {q[3] for q in order}
+            ready = [q for q in quantities if q not in order and set(q[2]) & made <= known]
             order.append(rng.choice(ready))
         text = ". ".join(
-            f"{who} {' + '.join(reversed(x.split(' + ')))} = {r} {obj}" for who, x, r, obj in order
+            f"{who} {f' {op} '.join(reversed(terms) if op in '+*' else terms)} = {result} {obj}"
+            for who, op, terms, result, obj in order
         )
         text += f". The answer is {p.answer}."
         reordered += text != p.solution
         assert check_process(text, p.solution, p.answer).correct, (p.solution, text)
         sentences = p.solution.split(". ")
-        for i in range(len(equations)):
+        for i in range(len(quantities)):
             dropped = ". ".join(sentences[:i] + sentences[i + 1 :])
             assert check_process(dropped, p.solution, p.answer).false_positive, (p.solution, dropped)
     assert reordered > 200

@@ -128,7 +128,8 @@ _SIDE = rf"{_ATOM}(?:(?:{_UNIT}{_S}[-+*]|{_S}/){_S}{_ATOM}){{0,24}}"
 _EQUATION_RE = re.compile(rf"{_SIDE}(?:{_UNIT}{_S}[={_IS}]{_S}{_SIDE}){{1,7}}")
 _SEPARATOR_RE = re.compile(f"([={_IS}])")
 # A mixed number ("1 1/2") is not read: an equation that starts or ends inside one is skipped.
-_MIXED_BEFORE = re.compile(r"\d[ \t]+(?:and[ \t]+)?$")
+_MIXED_BEFORE = re.compile(r"\d[ \t]+(?:and[ \t]+)?$")  # only where the match starts with a fraction:
+_FRACTION_START = re.compile(r"\(*\d+[ \t]*/[ \t]*\d")  # "139 and 139 + 94 = 233" is no mixed number
 _MIXED_AFTER = re.compile(r"[ \t]+\d+/\d")
 _MAX_EQUATION_CHARS = 300
 # A match right after these is the tail of a bigger expression ("x - 3 + 4 = 7") or of a time ("7:50");
@@ -312,7 +313,7 @@ def parse_steps(text: str, *, tolerant: bool = False) -> list[Step]:
         before = clean[max(0, m.start() - 16) : m.start()]
         if (
             _OPERATOR_BEFORE.search(before)
-            or _MIXED_BEFORE.search(before)
+            or (_MIXED_BEFORE.search(before) and _FRACTION_START.match(m.group()))
             or _MIXED_AFTER.match(clean, m.end())
             or _CONTINUES_AFTER.match(clean, m.end())
             or len(m.group()) > _MAX_EQUATION_CHARS
@@ -441,28 +442,32 @@ class _Reference:
     required: int  # operations a solution needs: a sum of k terms takes k - 1 in any grouping
 
 
-def _node(step: Step, solution: str) -> _Node:
-    ops = step.operations
+def _node(sentence: str, steps: list[Step]) -> _Node:
+    """One sentence of a reference solution computes one quantity: one operation, or a sum (product) of
+    several terms written flat (``20 + 34 + 7 = 61``) or step by step (``20 + 34 = 54 and 54 + 7 = 61``)."""
+    ops = [o for s in steps for o in s.operations]
     op = ops[0].op
-    if len(ops) > 1 and not (
-        op in "+*"
-        and all(o.op == op for o in ops)
-        and all(nxt.a == prev.result for prev, nxt in itertools.pairwise(ops))
-    ):
+    results = [o.result for o in ops[:-1]]
+    terms = [v for o in ops for v in (o.a, o.b)]
+    for r in results:  # each partial result is a term of exactly one later operation, not a term itself
+        terms.remove(r)
+    if len(ops) > 1 and not (op in "+*" and all(o.op == op for o in ops) and len(terms) == len(ops) + 1):
         raise ValueError(
-            f"a reference step that is neither one operation nor a flat sum or product: {step.text!r}"
+            f"a reference sentence that is neither one operation nor one sum or product: {sentence!r}"
         )
-    return _Node(op, (ops[0].a, ops[0].b, *(o.b for o in ops[1:])), ops[-1].result, step.text)
+    text = " = ".join([f" {op} ".join(_fmt(t) for t in terms), _fmt(ops[-1].result)])
+    return _Node(op, tuple(terms), ops[-1].result, text)
 
 
 @lru_cache(maxsize=4096)
 def _reference(solution: str) -> _Reference:
     """The quantities of an arith reference solution and what each is computed from (cached: every
     sample of a problem shares it). Raises ValueError unless every number in it names one thing."""
-    steps = parse_steps(solution)
-    if not steps or any(not s.correct for s in steps):
+    sentences = [(text, parse_steps(text)) for text in re.split(r"(?<=\.)\s+", solution)]
+    sentences = [(text, steps) for text, steps in sentences if steps]
+    if not sentences or any(not s.correct for _, steps in sentences for s in steps):
         raise ValueError(f"not an arith reference solution (no exact computations): {solution!r}")
-    nodes = tuple(_node(s, solution) for s in steps)
+    nodes = tuple(_node(text, steps) for text, steps in sentences)
     values = [n.value for n in nodes]
     computed: set[Fraction] = set()
     givens: set[Fraction] = set()

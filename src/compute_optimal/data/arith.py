@@ -14,7 +14,7 @@ Design (after the iGSM problems of *Physics of Language Models*, part 2.1):
   apples as Mia and Zoe together."). The question asks for one person's amount or for the total of
   two or three people.
 * Quantities that do not depend on each other can be computed in any order, and a sum of three
-  quantities in any grouping (``20 + 34 = 54, 54 + 7 = 61`` or ``34 + 7 = 41, 20 + 41 = 61``): a
+  quantities in any grouping (``20 + 34 = 54, 54 + 7 = 61`` or ``34 + 7 = 41, 41 + 20 = 61``): a
   problem has several valid chains of computations. The reference solution is one of them: the
   needed quantities in a random order that respects the dependencies, each sum's terms shuffled, so
   the models trained on these solutions learn that the order is free.
@@ -28,7 +28,8 @@ Design (after the iGSM problems of *Physics of Language Models*, part 2.1):
   quantity an integer in [2, MAX_VALUE], division exact. Answers spread over hundreds of values, so a
   guess is rarely right (``tests/test_arith.py`` measures the answer distribution).
 * Reference solution: one sentence per computed quantity, e.g. ``Zoe has 14 + 6 = 20 apples.``, a
-  sum of three written flat (``20 + 34 + 7 = 61``), then ``The answer is N.``; operators are ASCII.
+  sum of three step by step (``Ben has 20 + 34 = 54 and 54 + 7 = 61 apples.``), then
+  ``The answer is N.``; operators are ASCII.
 * Determinism: problem ``i`` of a split draws from ``random.Random("arith:{seed}:{split}:{i}:{attempt}")``
   (string seeds are hashed with SHA-512 by ``random``, never with ``hash()``), so the same arguments
   give the same problems in any process. ``attempt`` goes up when a question repeats an earlier one of
@@ -48,7 +49,7 @@ from compute_optimal.data.problem import DatasetError, Problem
 
 # Bumped whenever the same arguments generate other problems: a trained family's cache key includes it
 # (tests/test_arith.py pins a digest of a small split to it, so a change that forgets to bump it fails).
-VERSION = 2
+VERSION = 3
 MAX_VALUE = 999  # largest quantity
 GIVEN_RANGE = (10, 99)  # a given amount
 BAGS_RANGE = (2, 9)  # bags (or boxes) ...
@@ -248,16 +249,19 @@ def _statement(q: Quantity, obj: str, rng: random.Random) -> str:
 
 
 def _solution_step(q: Quantity, obj: str, rng: random.Random) -> str:
-    if q.kind == "bags":
-        expression = f"{q.k} * {q.m}"
-    elif q.kind == "compare":
-        expression = f"{q.inputs[0].value} {_SYMBOL[q.op]} {q.k}"
-    else:
-        terms = [i.value for i in q.inputs]
-        rng.shuffle(terms)
-        expression = " + ".join(map(str, terms))
+    """One sentence computing ``q``; a sum of three terms step by step, its terms in a random order."""
     who = f"{q.name} has" if q.name else "Together they have"
-    return f"{who} {expression} = {q.value} {obj}."
+    if q.kind == "bags":
+        return f"{who} {q.k} * {q.m} = {q.value} {obj}."
+    if q.kind == "compare":
+        return f"{who} {q.inputs[0].value} {_SYMBOL[q.op]} {q.k} = {q.value} {obj}."
+    terms = [i.value for i in q.inputs]
+    rng.shuffle(terms)
+    steps, total = [], terms[0]
+    for t in terms[1:]:
+        steps.append(f"{total} + {t} = {total + t}")
+        total += t
+    return f"{who} {' and '.join(steps)} {obj}."
 
 
 def _linear_extension(items: list[Quantity], rng: random.Random) -> list[Quantity]:
