@@ -83,7 +83,7 @@ def test_hf_greedy_batches_equal_one_prompt_at_a_time() -> None:
         "Sum 1, 2 and 3.",
     ]
     requests = [Request(TEMPLATE.render(q), n, 5) for q, n in zip(questions, [1, 2, 1, 1, 3], strict=True)]
-    greedy = SamplingSettings(temperature=0.0, max_new_tokens=12, stop=("vironment",))
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=12, stop=(" remarked", " November"))
     one = HFEngine(checkpoint, batch_size=1).generate(requests, greedy)
     engine = HFEngine(checkpoint, batch_size=4)
     batched = engine.generate(requests, greedy)

@@ -13,6 +13,7 @@ import pytest
 
 from compute_optimal import judge
 from compute_optimal.data.arith import generate_split
+from compute_optimal.data.arith_graph import generate_split as generate_graph_split
 from compute_optimal.data.problem import Problem
 from compute_optimal.process_check import (
     EXACT_METHOD,
@@ -22,16 +23,29 @@ from compute_optimal.process_check import (
     sample_verdicts,
 )
 
-# A level-4 problem: "Mia has 14 apples. Leo has 6 more apples than Mia. Zoe has 3 bags with 9 apples
+# A level-3 problem: 17 + 8 = 25, 25 * 3 = 75, 75 * 2 = 150.
+SOLUTION = (
+    "Ethan finds 8 more apples, so Ethan has 17 + 8 = 25 apples. Owen has 3 boxes, and each box holds as "
+    "many apples as Ethan has now, so Owen has 25 * 3 = 75 apples. Owen's collection of apples grows to "
+    "twice its size, so Owen has 75 * 2 = 150 apples. The answer is 150."
+)
+GOLD = "150"
+
+
+# An arith_graph level-4 problem: "Mia has 14 apples. Leo has 6 more apples than Mia. Zoe has 3 bags with 9 apples
 # in each bag. Ava has 31 apples. Ben has as many apples as Leo, Zoe and Ava together. Omar has twice as
 # many apples as Mia. How many apples does Ben have?" Leo and Zoe are independent; Ben's sum takes its
 # three terms in any grouping; Omar (28) is a distractor.
-SOLUTION = "Leo has 14 + 6 = 20 apples. Zoe has 3 * 9 = 27 apples. Ben has 20 + 27 + 31 = 78 apples. The answer is 78."
-GOLD = "78"
+GRAPH_SOLUTION = "Leo has 14 + 6 = 20 apples. Zoe has 3 * 9 = 27 apples. Ben has 20 + 27 + 31 = 78 apples. The answer is 78."
+GRAPH_GOLD = "78"
 
 
 def check(completion: str):
     return check_process(completion, SOLUTION, GOLD)
+
+
+def check_graph(completion: str):
+    return check_process(completion, GRAPH_SOLUTION, GRAPH_GOLD)
 
 
 # --- the parser -----------------------------------------------------------------------------------
@@ -93,12 +107,8 @@ def test_parsing_stays_fast_on_pathological_text() -> None:
 # --- arith: the exact process check -------------------------------------------------------------
 
 
-def _passes(text: str) -> bool:
-    return check(text).correct
-
-
 def test_every_reference_solution_passes() -> None:
-    problems = generate_split("test", num_test=500, levels=[1, 2, 3, 4, 5], seed=3)
+    problems = generate_split("test", num_test=200, levels=[1, 2, 3, 4, 5], seed=3)
     assert {p.level for p in problems} == {1, 2, 3, 4, 5}
     for p in problems:
         verdict = check_process(p.solution, p.solution, p.answer)
@@ -107,12 +117,109 @@ def test_every_reference_solution_passes() -> None:
 
 
 def test_a_correct_solution_passes() -> None:
-    verdict = check("14 + 6 = 20. Zoe has 3 * 9 = 27. Then 20 + 27 + 31 = 78. The answer is 78.")
+    verdict = check("17 + 8 = 25. Owen has 25 * 3 = 75. Then 75 * 2 = 150. The answer is 150.")
+    assert verdict.correct and verdict.answer_correct and not verdict.false_positive
+    assert (verdict.steps, verdict.matched, verdict.required, verdict.extra_steps) == (3, 3, 3, 0)
+
+
+def test_a_correct_solution_in_other_words_passes() -> None:
+    text = (
+        "Ethan starts with 17 apples and finds 8 more: 8 plus 17 is 25.\n"
+        "Owen has 3 boxes of 25 apples each, so 3 times 25 makes 75 apples.\n"
+        "Doubling gives 75 x 2 = 150.\nThe answer is 150."
+    )
+    assert check(text).correct
+    # A chain of operations, a repeated step, a check between quantities of the chain, a trivial step.
+    assert check("(17 + 8) * 3 * 2 = 150. The answer is 150.").correct
+    assert check(
+        "17 + 8 = 25, and 25 - 8 = 17 checks. 25 * 3 = 75, so 25 * 3 = 75. 75 * 2 * 1 = 150. The answer is 150."
+    ).correct
+
+
+def test_a_right_answer_by_luck_fails() -> None:
+    verdict = check("Owen has lots of apples. The answer is 150.")
+    assert verdict.false_positive and not verdict.correct and verdict.answer_correct
+    assert verdict.reasons[0] == "no computation written"
+    assert "missing intermediate 25 (17 + 8 = 25)" in verdict.reasons
+    guessed = check("17 * 8 = 136, 136 + 14 = 150. The answer is 150.")
+    assert guessed.false_positive and "extra step 17 * 8 = 136 (step 1)" in guessed.reasons
+
+
+def test_two_errors_that_cancel_fail_and_both_are_reported() -> None:
+    verdict = check("17 + 8 = 26. 26 * 3 = 75. 75 * 2 = 150. The answer is 150.")
+    assert verdict.false_positive and verdict.wrong_steps == 2
+    assert verdict.reasons[:2] == (
+        "step 1: 17 + 8 = 26 is wrong (17 + 8 = 25)",
+        "step 2: 26 * 3 = 75 is wrong (26 * 3 = 78)",
+    )
+
+
+def test_a_skipped_step_fails() -> None:
+    verdict = check("17 + 8 = 25. Owen then has 75 apples, and 75 * 2 = 150. The answer is 150.")
+    assert verdict.false_positive
+    assert verdict.reasons == ("missing intermediate 75 (25 * 3 = 75)",)
+    assert (verdict.matched, verdict.required) == (2, 3)
+
+
+def test_an_extra_unrelated_computation_fails() -> None:
+    verdict = check(
+        "17 + 8 = 25. 25 * 3 = 75. 75 * 2 = 150. He also has 4 + 9 = 13 pears. The answer is 150."
+    )
+    assert verdict.false_positive and verdict.extra_steps == 1
+    assert verdict.reasons == ("extra step 4 + 9 = 13 (step 4)",)
+
+
+def test_steps_out_of_order_fail() -> None:
+    verdict = check("25 * 3 = 75. 17 + 8 = 25. 75 * 2 = 150. The answer is 150.")
+    assert verdict.false_positive
+    assert set(verdict.reasons) == {
+        "missing intermediate 75 (25 * 3 = 75)",
+        "step 1: 25 * 3 = 75 is out of order",
+    }
+
+
+def test_a_wrong_final_answer_is_not_a_false_positive() -> None:
+    verdict = check("17 + 8 = 25. 25 * 3 = 75. 75 * 2 = 140. The answer is 140.")
+    assert not verdict.correct and not verdict.answer_correct and not verdict.false_positive
+    assert verdict.reasons[-1] == "final answer 140 is not the gold answer 150: not an answer-correct sample"
+
+
+def test_the_final_answer_is_read_as_the_grader_reads_it() -> None:
+    # The grader's arith extraction: the first number after the last "The answer is".
+    assert check("17 + 8 = 25. 25 * 3 = 75. 75 * 2 = 150. The answer is 150 apples.").correct
+    assert not check(
+        "17 + 8 = 25. 25 * 3 = 75. 75 * 2 = 150. The answer is 150. The answer is 15."
+    ).answer_correct
+
+
+def test_a_solution_that_is_not_a_reference_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an arith reference solution"):
+        check_process("1 + 1 = 2. The answer is 2.", "The answer is 2.", "2")
+
+
+# --- arith_graph: several valid chains ---------------------------------------------------------
+
+
+def _passes(text: str) -> bool:
+    return check_graph(text).correct
+
+
+def test_graph_every_reference_solution_passes() -> None:
+    problems = generate_graph_split("test", num_test=500, levels=[1, 2, 3, 4, 5], seed=3)
+    assert {p.level for p in problems} == {1, 2, 3, 4, 5}
+    for p in problems:
+        verdict = check_process(p.solution, p.solution, p.answer)
+        assert verdict.correct and not verdict.reasons, (p.solution, verdict)
+        assert verdict.matched == verdict.required == p.level
+
+
+def test_graph_a_correct_solution_passes() -> None:
+    verdict = check_graph("14 + 6 = 20. Zoe has 3 * 9 = 27. Then 20 + 27 + 31 = 78. The answer is 78.")
     assert verdict.correct and verdict.answer_correct and not verdict.false_positive
     assert (verdict.steps, verdict.matched, verdict.required, verdict.extra_steps) == (3, 4, 4, 0)
 
 
-def test_every_order_that_respects_the_dependencies_passes() -> None:
+def test_graph_every_order_that_respects_the_dependencies_passes() -> None:
     # Independent quantities in either order; a sum's terms in any order and grouping, also interleaved
     # with the other computations.
     assert _passes("Zoe has 3 * 9 = 27. Leo has 14 + 6 = 20. Ben has 20 + 27 + 31 = 78. The answer is 78.")
@@ -122,7 +229,7 @@ def test_every_order_that_respects_the_dependencies_passes() -> None:
     assert _passes("14 + 6 = 20. 3 * 9 = 27. 31 + 20 + 27 = 78. The answer is 78.")
 
 
-def test_a_correct_solution_in_other_words_passes() -> None:
+def test_graph_a_correct_solution_in_other_words_passes() -> None:
     text = (
         "Leo has 6 more than Mia's 14: 14 plus 6 is 20.\n"
         "Zoe has 3 bags of 9 apples, so 3 times 9 makes 27 apples.\n"
@@ -136,8 +243,8 @@ def test_a_correct_solution_in_other_words_passes() -> None:
     )
 
 
-def test_a_right_answer_by_luck_fails() -> None:
-    verdict = check("Ben has lots of apples. The answer is 78.")
+def test_graph_a_right_answer_by_luck_fails() -> None:
+    verdict = check_graph("Ben has lots of apples. The answer is 78.")
     assert verdict.false_positive and not verdict.correct and verdict.answer_correct
     assert verdict.reasons == (
         "no computation written",
@@ -145,12 +252,12 @@ def test_a_right_answer_by_luck_fails() -> None:
         "missing intermediate 27 (3 * 9 = 27)",
         "missing intermediate 78 (20 + 27 + 31 = 78)",
     )
-    guessed = check("14 * 6 = 84, 84 - 6 = 78. The answer is 78.")
+    guessed = check_graph("14 * 6 = 84, 84 - 6 = 78. The answer is 78.")
     assert guessed.false_positive and "extra step 14 * 6 = 84 (step 1)" in guessed.reasons
 
 
-def test_two_errors_that_cancel_fail_and_both_are_reported() -> None:
-    verdict = check("14 + 6 = 21. 3 * 9 = 26. 21 + 26 + 31 = 78. The answer is 78.")
+def test_graph_two_errors_that_cancel_fail_and_both_are_reported() -> None:
+    verdict = check_graph("14 + 6 = 21. 3 * 9 = 26. 21 + 26 + 31 = 78. The answer is 78.")
     assert verdict.false_positive and verdict.wrong_steps == 2
     assert verdict.reasons[:2] == (
         "step 1: 14 + 6 = 21 is wrong (14 + 6 = 20)",
@@ -158,37 +265,39 @@ def test_two_errors_that_cancel_fail_and_both_are_reported() -> None:
     )
 
 
-def test_a_skipped_step_fails() -> None:
-    verdict = check("Leo has 20 apples. 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 78.")
+def test_graph_a_skipped_step_fails() -> None:
+    verdict = check_graph("Leo has 20 apples. 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 78.")
     assert verdict.false_positive
     assert verdict.reasons == (
         "step 2: 20 + 27 = 47 is out of order (uses 20 before computing it)",
         "missing intermediate 20 (14 + 6 = 20)",
     )
     # A partial sum used without computing it (so the 27 computed before leads nowhere).
-    assert check("14 + 6 = 20. 3 * 9 = 27. 20 + 58 = 78. The answer is 78.").reasons == (
+    assert check_graph("14 + 6 = 20. 3 * 9 = 27. 20 + 58 = 78. The answer is 78.").reasons == (
         "step 3: 20 + 58 = 78 is out of order (uses 58 before computing it)",
         "extra step 3 * 9 = 27 (step 2): the answer does not use it",
     )
 
 
-def test_an_extra_computation_fails() -> None:
+def test_graph_an_extra_computation_fails() -> None:
     # The distractor (Omar), a sum nobody asked for, and a valid partial sum the answer does not use.
     for extra in ("Omar has 14 * 2 = 28.", "Mia and Ava have 14 + 31 = 45."):
-        verdict = check(f"14 + 6 = 20. {extra} 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 78.")
+        verdict = check_graph(f"14 + 6 = 20. {extra} 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 78.")
         assert verdict.false_positive and verdict.extra_steps == 1, verdict
         assert verdict.reasons[0].startswith("extra step ") and verdict.reasons[0].endswith("(step 2)")
-    unused = check("14 + 6 = 20, 3 * 9 = 27, 27 + 31 = 58, 20 + 31 = 51, 51 + 27 = 78. The answer is 78.")
+    unused = check_graph(
+        "14 + 6 = 20, 3 * 9 = 27, 27 + 31 = 58, 20 + 31 = 51, 51 + 27 = 78. The answer is 78."
+    )
     assert unused.reasons == ("extra step 27 + 31 = 58 (step 3): the answer does not use it",)
 
 
-def test_steps_out_of_order_fail() -> None:
-    verdict = check("20 + 27 + 31 = 78. 14 + 6 = 20. 3 * 9 = 27. The answer is 78.")
+def test_graph_steps_out_of_order_fail() -> None:
+    verdict = check_graph("20 + 27 + 31 = 78. 14 + 6 = 20. 3 * 9 = 27. The answer is 78.")
     assert verdict.false_positive
     assert verdict.reasons == ("step 1: 20 + 27 = 47 is out of order (uses 20 before computing it)",)
 
 
-def test_a_difference_or_quotient_keeps_its_order() -> None:
+def test_graph_a_difference_or_quotient_keeps_its_order() -> None:
     solution = "Leo has 90 - 12 = 78 apples. Zoe has 78 / 3 = 26 apples. The answer is 26."
     assert check_process("90 - 12 = 78. 78 / 3 = 26. The answer is 26.", solution, "26").correct
     # A check between known values passes; the operands swapped (a value used before it is known) do not.
@@ -199,22 +308,22 @@ def test_a_difference_or_quotient_keeps_its_order() -> None:
     assert not check_process("90 - 12 = 78. 78 / 26 = 3. The answer is 26.", solution, "26").correct
 
 
-def test_a_wrong_final_answer_is_not_a_false_positive() -> None:
-    verdict = check("14 + 6 = 20. 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 79.")
+def test_graph_a_wrong_final_answer_is_not_a_false_positive() -> None:
+    verdict = check_graph("14 + 6 = 20. 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 79.")
     assert not verdict.correct and not verdict.answer_correct and not verdict.false_positive
     assert verdict.process_correct
     assert verdict.reasons[-1] == "final answer 79 is not the gold answer 78: not an answer-correct sample"
 
 
-def test_the_final_answer_is_read_as_the_grader_reads_it() -> None:
+def test_graph_the_final_answer_is_read_as_the_grader_reads_it() -> None:
     # The grader's arith extraction: the first number after the last "The answer is".
     assert _passes("14 + 6 = 20. 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 78 apples.")
-    assert not check(
+    assert not check_graph(
         "14 + 6 = 20. 3 * 9 = 27. 20 + 27 + 31 = 78. The answer is 78. The answer is 7."
     ).answer_correct
 
 
-def test_a_solution_that_is_not_a_reference_is_refused() -> None:
+def test_graph_a_solution_that_is_not_a_reference_is_refused() -> None:
     with pytest.raises(ValueError, match="not an arith reference solution"):
         check_process("1 + 1 = 2. The answer is 2.", "The answer is 2.", "2")
     with pytest.raises(ValueError, match="names two things"):  # 12 given, and 10 + 2 a partial sum
@@ -233,12 +342,14 @@ def _quantity(sentence: str) -> tuple[str, str, list[str], str, str]:
 
 
 @pytest.mark.parametrize("seed", [11, 12])
-def test_every_valid_reordering_of_generated_solutions_passes_and_every_dropped_step_fails(seed: int) -> None:
+def test_graph_every_valid_reordering_of_generated_solutions_passes_and_every_dropped_step_fails(
+    seed: int,
+) -> None:
     """Property check on generated problems: the reference's quantities in another order that respects
     the dependencies, each sum written flat with its terms reversed, passes; the reference without one
     of its sentences fails."""
     rng = random.Random(seed)
-    problems = generate_split("test", num_test=300, levels=[2, 3, 4, 5], seed=seed)
+    problems = generate_graph_split("test", num_test=300, levels=[2, 3, 4, 5], seed=seed)
     reordered = 0
     for p in problems:
         quantities = [_quantity(s) for s in p.solution.split(". ")[:-1]]
@@ -263,14 +374,14 @@ def test_every_valid_reordering_of_generated_solutions_passes_and_every_dropped_
 
 
 def test_sample_verdicts_count_unknowns_apart() -> None:
-    problem = Problem("p1", "q", GOLD, SOLUTION, 4, None)
+    problem = Problem("p1", "q", GRAPH_GOLD, GRAPH_SOLUTION, 4, None)
     frame = pd.DataFrame(
         {
             "problem_id": ["p1", "p1", "p1", "p1", "p2"],
             "sample_index": [0, 1, 2, 3, 0],
             "level": [4, 4, 4, 4, 1],
-            "gold_answer": [GOLD] * 4 + ["7"],
-            "completion": [SOLUTION, "The answer is 78.", "wrong", SOLUTION, "The answer is 7."],
+            "gold_answer": [GRAPH_GOLD] * 4 + ["7"],
+            "completion": [GRAPH_SOLUTION, "The answer is 78.", "wrong", GRAPH_SOLUTION, "The answer is 7."],
             "correct": [True, True, False, True, True],
         }
     )

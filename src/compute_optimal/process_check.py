@@ -3,18 +3,27 @@
 A false positive is a completion whose final answer matches the gold answer but whose reasoning is
 wrong. An LLM judge or a human decides that by reading; here it is decided by checking:
 
-* arith (:func:`check_process`): every arith problem carries a reference solution that computes each
-  quantity the answer needs, one equation per quantity (``Zoe has 14 + 6 = 20 apples.``, a sum of three
-  written flat: ``20 + 34 + 7 = 61``), and every number of a problem names one thing (the generator
-  makes them distinct). A completion passes when (1) its final answer is correct as the grader reads
-  it (``grading.extract_answer`` and ``grading.answers_equal`` with answer_format arith), (2) every
-  computation it writes is exact, and (3) its computations form a valid chain: each step combines
-  values already known (the problem's numbers, or results of earlier steps) into a quantity of the
-  reference or a partial sum of one (``+`` and ``*`` in any order and grouping, ``-`` and ``/`` in
-  order), every quantity is computed, and every such step leads to the answer. Independent
-  quantities may come in any order. Repeats, trivial steps (``12 * 1 = 12``) and checks between known
-  values (``54 - 7 = 47`` after ``47 + 7 = 54``) are let through; any other step is extra. A quantity
-  stated without its computation counts as missing.
+* arith and arith_graph (:func:`check_process`): every problem carries a reference solution that
+  computes what the answer needs, one sentence per quantity. A completion passes when (1) its final
+  answer is correct as the grader reads it (``grading.extract_answer`` and ``grading.answers_equal`` with
+  answer_format arith), (2) every computation it writes is exact, and (3) its computations are a valid
+  chain for the reference:
+
+  - an arith reference is one chain (one running quantity, each step on the previous result: ``..., so
+    Mia has 7 + 5 = 12 apples.``): the completion's computations contain each reference step
+    (previous quantity, the problem's operand, the new quantity; ``+`` and ``*`` commute) in order,
+    and nothing else, except repeats, trivial steps (``12 * 1 = 12``) and checks between quantities of
+    the chain (``12 - 5 = 7`` after ``7 + 5 = 12``);
+  - an arith_graph reference computes several quantities, some independent of others, a sum of three
+    terms step by step (``20 + 34 = 54 and 54 + 7 = 61``), and every number of the problem names one
+    thing (the generator makes them distinct): each step must combine values already known (the
+    problem's numbers, or results of earlier steps) into a quantity of the reference or a partial sum
+    of one (``+`` and ``*`` in any order and grouping, ``-`` and ``/`` in order), every quantity must
+    be computed, and every such step must lead to the answer; independent quantities may come in any
+    order. Repeats, trivial steps and checks between known values are let through; any other step is
+    extra.
+
+  A quantity stated without its computation counts as missing.
 * GSM8K (:func:`check_arithmetic`): there is no machine-readable reference chain, so only the
   arithmetic is checked: every computation written (and every ``<<48/2=24>>`` calculator annotation)
   must be right, a decimal rounded or truncated to the places written (``10/3 = 3.33``) and the
@@ -55,12 +64,14 @@ EXACT_LABEL = "exact"
 ARITHMETIC_METHOD = "arithmetic check (lower bound)"
 EXACT_DEFINITION = (
     "A sample passes the exact process check when its final answer is correct (the grader's arith "
-    "extraction), every computation it writes is exact, and its computations form a valid chain: each step "
-    "combines values already known (the problem's numbers or earlier results) into a quantity the answer "
-    "needs or a partial sum of one (+ and * in any order and grouping), every such quantity is computed, "
-    "and nothing else is (repeats, trivial steps and checks between known values aside); independent "
-    "quantities may come in any order. An answer-correct sample that fails is a false positive: a lucky "
-    "answer."
+    "extraction), every computation it writes is exact, and its computations are a valid chain for the "
+    "problem's reference solution: for one running quantity (arith), every reference step (previous "
+    "quantity, the problem's operand, new quantity; + and * may be commuted) in order and no other step; "
+    "for several quantities (arith_graph), each step combines values already known (the problem's numbers "
+    "or earlier results) into a quantity the answer needs or a partial sum of one (+ and * in any order and "
+    "grouping), every such quantity is computed and nothing else is, independent quantities in any order. "
+    "Repeats, trivial steps and checks between known quantities aside. An answer-correct sample that fails "
+    "is a false positive: a lucky answer."
 )
 ARITHMETIC_DEFINITION = (
     "A sample fails the arithmetic check when a computation it writes (`a op b = c`, or a `<<a op b=c>>` "
@@ -435,7 +446,7 @@ class _Node:
 
 
 @dataclass(frozen=True)
-class _Reference:
+class _Graph:
     nodes: tuple[_Node, ...]
     givens: frozenset[Fraction]  # numbers the reference uses without computing them
     derived: frozenset[Fraction]  # quantities it computes, and partial sums or products of them
@@ -459,14 +470,37 @@ def _node(sentence: str, steps: list[Step]) -> _Node:
     return _Node(op, tuple(terms), ops[-1].result, text)
 
 
+@dataclass(frozen=True)
+class _Chain:
+    """An arith reference: one running quantity, each step on the previous one's result."""
+
+    steps: tuple[Operation, ...]
+    values: frozenset[Fraction]  # the chain's quantities
+    operands: frozenset[Fraction]  # the problem's operands
+
+    @property
+    def required(self) -> int:
+        return len(self.steps)
+
+
 @lru_cache(maxsize=4096)
-def _reference(solution: str) -> _Reference:
-    """The quantities of an arith reference solution and what each is computed from (cached: every
-    sample of a problem shares it). Raises ValueError unless every number in it names one thing."""
+def _reference(solution: str) -> _Chain | _Graph:
+    """What a reference solution computes (cached: every sample of a problem shares it): a chain (arith:
+    one operation per sentence, each on the previous result) or a graph of quantities (arith_graph)."""
     sentences = [(text, parse_steps(text)) for text in re.split(r"(?<=\.)\s+", solution)]
     sentences = [(text, steps) for text, steps in sentences if steps]
     if not sentences or any(not s.correct for _, steps in sentences for s in steps):
         raise ValueError(f"not an arith reference solution (no exact computations): {solution!r}")
+    ops = [op for _, steps in sentences for step in steps for op in step.operations]
+    if len(ops) == len(sentences) and all(nxt.a == prev.result for prev, nxt in itertools.pairwise(ops)):
+        values = frozenset([ops[0].a, *(o.result for o in ops)])
+        return _Chain(tuple(ops), values, frozenset(o.b for o in ops))
+    return _graph(solution, sentences)
+
+
+def _graph(solution: str, sentences: list[tuple[str, list[Step]]]) -> _Graph:
+    """The quantities of a graph reference and what each is computed from. Raises ValueError unless every
+    number in it names one thing."""
     nodes = tuple(_node(text, steps) for text, steps in sentences)
     values = [n.value for n in nodes]
     computed: set[Fraction] = set()
@@ -485,7 +519,7 @@ def _reference(solution: str) -> _Reference:
             f"a number of the reference names two things, so steps cannot be told apart: {solution!r}"
         )
     required = sum(len(n.terms) - 1 for n in nodes)
-    return _Reference(nodes, frozenset(givens), frozenset([*values, *partials]), required)
+    return _Graph(nodes, frozenset(givens), frozenset([*values, *partials]), required)
 
 
 def _trivial(o: Operation) -> bool:
@@ -494,7 +528,36 @@ def _trivial(o: Operation) -> bool:
     return o.correct and (o.b == identity or (o.op in "+*" and o.a == identity))
 
 
-def _chain_reasons(ops: list[tuple[int, Operation]], ref: _Reference) -> tuple[list[str], int, int]:
+def _chain_reasons(ops: list[tuple[int, Operation]], ref: _Chain) -> tuple[list[str], int, int]:
+    """Reference steps missing or out of order, and extra steps: (reasons, matched, extra)."""
+    keys = [_key(o) for _, o in ops]
+    used: set[int] = set()
+    reasons: list[str] = []
+    pos = -1
+    for r in ref.steps:  # each reference step, in order, after the previous one's match
+        found = next((p for p in range(pos + 1, len(ops)) if keys[p] == _key(r)), None)
+        if found is None:
+            reasons.append(f"missing intermediate {_fmt(r.result)} ({_show(r)})")
+        else:
+            used.add(found)
+            pos = found
+    ref_keys = {_key(r) for r in ref.steps}
+    allowed = ref.values | ref.operands
+    extra = 0
+    for p, (number, o) in enumerate(ops):
+        if p in used or keys[p] in keys[:p] or not o.correct or _trivial(o):
+            continue  # matched, a repeat, a wrong step (reported already), or a step that changes nothing
+        if keys[p] in ref_keys:
+            reasons.append(f"step {number}: {_show(o)} is out of order")
+        elif o.result in ref.values and {o.a, o.b} <= allowed:
+            continue  # a check between quantities of the chain ("12 - 5 = 7")
+        else:
+            reasons.append(f"extra step {_show(o)} (step {number})")
+            extra += 1
+    return reasons, len(used), extra
+
+
+def _graph_reasons(ops: list[tuple[int, Operation]], ref: _Graph) -> tuple[list[str], int, int]:
     """Check the written computations against the reference's quantities: (reasons, matched, extra).
 
     Walks the steps in order with the set of values known so far (the given numbers, then each result).
@@ -566,7 +629,8 @@ def check_process(completion: str, solution: str, gold: str) -> ProcessVerdict:
     if not steps:
         reasons.append("no computation written")
     ops = [(i, o) for i, step in enumerate(steps, 1) for o in step.operations]
-    chain, matched, extra = _chain_reasons(ops, ref)
+    check = _chain_reasons if isinstance(ref, _Chain) else _graph_reasons
+    chain, matched, extra = check(ops, ref)  # type: ignore[arg-type]
     reasons += chain
     process_ok = not reasons
     if answer_reason:

@@ -2,8 +2,8 @@
 
 The paper samples pretrained models with few-shot prompts: GSM8K 8-shot (the chain-of-thought
 exemplars of Wei et al., 2022) and MATH 4-shot (the Minerva prompt of Lewkowycz et al., 2022, answer
-in ``\\boxed{}`` and a "Final Answer" line). ``arith`` (the generated dataset) uses 4 hand-written
-exemplars in its own solution style. Completions stop where the next exemplar would start, so a
+in ``\\boxed{}`` and a "Final Answer" line). ``arith`` and ``arith_graph`` (the generated datasets) use 4
+hand-written exemplars each in their own solution style. Completions stop where the next exemplar would start, so a
 completion ends where its answer ends; the same text (prompt + completion) is the fine-tuning example.
 """
 
@@ -69,24 +69,47 @@ MINERVA_EXEMPLARS: tuple[tuple[str, str], ...] = (
 
 ARITH_EXEMPLARS: tuple[tuple[str, str], ...] = (
     (
+        "Ben has 4 marbles. He finds 3 more marbles. How many marbles does Ben have now?",
+        "Ben has 4 marbles and finds 3 more, so he has 4 + 3 = 7 marbles. The answer is 7.",
+    ),
+    (
+        "A shelf holds 18 books. Lily takes 6 books away. Then she puts 2 books back. How many books are on the shelf now?",
+        "The shelf starts with 18 books. Lily takes 6 away, so 18 - 6 = 12 books are left. She puts 2 back, so 12 + 2 = 14 books. The answer is 14.",
+    ),
+    (
+        "Omar buys 3 bags of oranges. Each bag has 5 oranges. He eats 4 oranges. How many oranges does Omar have left?",
+        "Omar buys 3 bags with 5 oranges each, so he has 3 * 5 = 15 oranges. He eats 4, so 15 - 4 = 11 oranges are left. The answer is 11.",
+    ),
+    (
+        "A baker makes 24 cookies. She packs them equally into 4 boxes. Then she adds 2 more cookies to one box. How many cookies are in that box?",
+        "The baker packs 24 cookies into 4 boxes, so each box has 24 / 4 = 6 cookies. She adds 2 more to one box, so it has 6 + 2 = 8 cookies. The answer is 8.",
+    ),
+)
+
+
+ARITH_GRAPH_EXEMPLARS: tuple[tuple[str, str], ...] = (
+    (
         "Ben has 14 marbles. Lily has 9 more marbles than Ben. How many marbles does Lily have?",
-        "Lily has 14 + 9 = 23 marbles. The answer is 23.",
+        "Lily has 9 more marbles than Ben, so Lily has 14 + 9 = 23 marbles. The answer is 23.",
     ),
     (
         "Omar has 3 bags with 12 oranges in each bag. Zoe has 25 oranges. How many oranges do Omar and "
         "Zoe have together?",
-        "Omar has 3 * 12 = 36 oranges. Together they have 36 + 25 = 61 oranges. The answer is 61.",
+        "Omar has 3 bags with 12 oranges in each bag, so Omar has 3 * 12 = 36 oranges. Together, Omar and Zoe "
+        "have 36 + 25 = 61 oranges. The answer is 61.",
     ),
     (
         "Mia owns 48 books. Leo has a quarter as many books as Mia. Ava has 17 books. Sam has as many "
         "books as Leo and Ava combined. Nora has 6 fewer books than Ava. How many books does Sam have?",
-        "Leo has 48 / 4 = 12 books. Sam has 12 + 17 = 29 books. The answer is 29.",
+        "Leo has a quarter as many books as Mia, so Leo has 48 / 4 = 12 books. Sam has as many books as Leo "
+        "and Ava combined, so Sam has 12 + 17 = 29 books. The answer is 29.",
     ),
     (
         "Ravi collected 31 stamps. Grace has 58 stamps. Tom has 13 fewer stamps than Grace. Hana has "
         "twice as many stamps as Ravi. How many stamps do Tom, Hana and Ravi have in total?",
-        "Hana has 31 * 2 = 62 stamps. Tom has 58 - 13 = 45 stamps. Together they have 45 + 62 + 31 = 138 "
-        "stamps. The answer is 138.",
+        "Hana has twice as many stamps as Ravi, so Hana has 31 * 2 = 62 stamps. Tom has 13 fewer stamps than "
+        "Grace, so Tom has 58 - 13 = 45 stamps. Together, Tom, Hana and Ravi have 45 + 62 = 107 and "
+        "107 + 31 = 138 stamps. The answer is 138.",
     ),
 )
 
@@ -134,6 +157,13 @@ _TEMPLATES = {
     ),
     "arith": (
         ARITH_EXEMPLARS,
+        "Question: ",
+        "\nAnswer: ",
+        "\n\n",
+        ("\n\nQuestion:", "\nQuestion:", "\n\n\n"),
+    ),
+    "arith_graph": (
+        ARITH_GRAPH_EXEMPLARS,
         "Question: ",
         "\nAnswer: ",
         "\n\n",

@@ -1,316 +1,249 @@
-"""Arith: grade-school word problems the project generates itself, offline and seeded.
+"""Arith: grade-school arithmetic word problems the project generates itself, offline and seeded.
 
-Why it exists: GSM8K and MATH are far beyond the tiny models an offline laptop or CI run can afford,
-so every solve rate there is ~0 and compute-matched comparisons say nothing. Arith gives a difficulty
-knob small models can move along: the **level is the number of arithmetic operations** (1-5) that the
-answer needs.
+Why it exists: GSM8K and MATH are far beyond the tiny models an offline laptop or CI run
+can afford, so every solve rate there is ~0 and compute-matched comparisons say nothing.
+Arith gives a difficulty knob small models can actually move along: the **level is the
+number of arithmetic operations** (1-5) a solution has to chain. A 135M instruct model
+solves some level-1 problems and almost no level-5 ones, so solve rates, coverage@k and
+the weak-vs-strong sampling trade-off of the paper all have room to show up.
 
-Design (after the iGSM problems of *Physics of Language Models*, part 2.1):
+Design:
 
-* A problem is a small graph of quantities: people, each holding some number of one kind of object.
-  A person's amount is given ("Mia has 14 apples."), a product of two given numbers ("Leo has 4 bags
-  with 7 apples in each."), defined from another person's ("Zoe has 6 more apples than Mia.", "three
-  times as many", "a third as many") or the sum of two or three other people's ("Ben has as many
-  apples as Mia and Zoe together."). The question asks for one person's amount or for the total of
-  two or three people.
-* Quantities that do not depend on each other can be computed in any order, and a sum of three
-  quantities in any grouping (``20 + 34 = 54, 54 + 7 = 61`` or ``34 + 7 = 41, 41 + 20 = 61``): a
-  problem has several valid chains of computations. The reference solution is one of them: the
-  needed quantities in a random order that respects the dependencies, each sum's terms shuffled, so
-  the models trained on these solutions learn that the order is free.
-* Half of the problems state one more quantity that the answer does not need (a distractor).
-* The question's sentences come in a random order in which every person is introduced before a
-  sentence refers to them.
-* Every number of a problem differs from every other: the given numbers, each computed quantity and
-  each partial sum of a three-term sum. So every value written in a solution names one thing, which
-  is what lets :mod:`compute_optimal.process_check` tell a valid step from a lucky one by values alone.
-* Numbers: given amounts in [10, 99], bags 2-9 of 3-15, "more"/"fewer" 3-30, factors 2-5; every
-  quantity an integer in [2, MAX_VALUE], division exact. Answers spread over hundreds of values, so a
-  guess is rarely right (``tests/test_arith.py`` measures the answer distribution).
-* Reference solution: one sentence per computed quantity, e.g. ``Zoe has 14 + 6 = 20 apples.``, a
-  sum of three step by step (``Ben has 20 + 34 = 54 and 54 + 7 = 61 apples.``), then
-  ``The answer is N.``; operators are ASCII.
+* A problem tracks one running quantity: an owner (a named person) holding some objects.
+  The question opens with one sentence giving the start value, then has exactly one
+  sentence per operation, then one question sentence, e.g. (level 1)
+  ``Mia has 7 apples. She buys 5 more apples. How many apples does Mia have now?``
+* Each operation (add, subtract, multiply, divide) has 8-10 story templates. Some change
+  the owner ("Leo has 3 times as many apples as Mia has.") or the object ("She trades each
+  of her apples for 2 stickers."), so problems are not one fixed sentence pattern.
+  Pronouns are used only when the previous sentence mentioned nobody but the owner.
+* Numbers stay small and positive: every intermediate value is an integer in
+  [2, MAX_VALUE]; subtraction never goes below 2, division is always exact. An operation
+  that cannot keep those bounds is not drawn at that step.
+* The reference solution has one sentence per operation showing the computation
+  (``... so Mia has 7 + 5 = 12 apples.``) and ends with ``The answer is N.``; the gold
+  answer is ``str(N)``. Operators are ASCII ``+ - * /`` so solutions are easy to check.
 * Determinism: problem ``i`` of a split draws from ``random.Random("arith:{seed}:{split}:{i}:{attempt}")``
-  (string seeds are hashed with SHA-512 by ``random``, never with ``hash()``), so the same arguments
-  give the same problems in any process. ``attempt`` goes up when a question repeats an earlier one of
-  the split or, for train, any test question: train and test never share a question text, and the test
-  split does not depend on ``num_train``.
+  (string seeds are hashed with SHA-512 by ``random``, never with ``hash()``), so the same
+  arguments give the same problems in any process. ``attempt`` goes up when a question
+  repeats an earlier one of the split or, for train, any test question: train and test
+  never share a question text, and the test split does not depend on ``num_train``.
 * Levels are assigned round-robin, so the split is spread evenly over ``levels``.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from compute_optimal.data.problem import DatasetError, Problem
 
-# Bumped whenever the same arguments generate other problems: a trained family's cache key includes it
-# (tests/test_arith.py pins a digest of a small split to it, so a change that forgets to bump it fails).
-VERSION = 3
-MAX_VALUE = 999  # largest quantity
-GIVEN_RANGE = (10, 99)  # a given amount
-BAGS_RANGE = (2, 9)  # bags (or boxes) ...
-PER_BAG_RANGE = (3, 15)  # ... and what each holds
-STEP_RANGE = (3, 30)  # "more" / "fewer"
-FACTORS = (2, 3, 4, 5)  # "times as many" / "a third as many"
-DISTRACTOR_SHARE = 0.5  # problems that state one quantity the answer does not need
+MAX_VALUE = 200  # largest intermediate quantity
+START_RANGE = (2, 20)  # first quantity
+STEP_RANGE = (2, 15)  # amounts added or taken away
+FACTORS = (2, 3, 4, 5)  # multipliers and divisors
 
 SPLITS = ("train", "test")
 
-NAMES: tuple[str, ...] = (
-    "Mia", "Leo", "Ava", "Noah", "Zoe", "Liam", "Emma", "Omar", "Lucy", "Ravi", "Nora", "Sam", "Priya",
-    "Ben", "Hana", "Diego", "Ella", "Kofi", "Grace", "Jack", "Aisha", "Tom", "Sofia", "Max", "Lily",
-    "Ethan", "Yuki", "Felix", "Rosa", "Owen", "Maya", "Carlos",
+# (name, gender); gender picks the pronouns.
+NAMES: tuple[tuple[str, str], ...] = (
+    ("Mia", "f"), ("Leo", "m"), ("Ava", "f"), ("Noah", "m"), ("Zoe", "f"), ("Liam", "m"),
+    ("Emma", "f"), ("Omar", "m"), ("Lucy", "f"), ("Ravi", "m"), ("Nora", "f"), ("Sam", "m"),
+    ("Priya", "f"), ("Ben", "m"), ("Hana", "f"), ("Diego", "m"), ("Ella", "f"), ("Kofi", "m"),
+    ("Grace", "f"), ("Jack", "m"), ("Aisha", "f"), ("Tom", "m"), ("Sofia", "f"), ("Max", "m"),
+    ("Lily", "f"), ("Ethan", "m"), ("Yuki", "f"), ("Felix", "m"), ("Rosa", "f"), ("Owen", "m"),
+    ("Maya", "f"), ("Carlos", "m"),
 )  # fmt: skip
 OBJECTS: tuple[str, ...] = (
     "apples", "marbles", "stickers", "pencils", "books", "cookies", "seashells", "trading cards",
     "toy cars", "balloons", "stamps", "beads", "crayons", "coins", "ribbons", "oranges", "buttons",
     "postcards", "erasers", "muffins",
 )  # fmt: skip
-_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+_PRONOUNS = {
+    "f": {"subj": "she", "obj": "her", "pos": "her", "refl": "herself"},
+    "m": {"subj": "he", "obj": "him", "pos": "his", "refl": "himself"},
+}
 _TIMES = {2: "twice", 3: "three times", 4: "four times", 5: "five times"}
 _FRACTION = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}
-
-# One sentence pattern per way a quantity is defined; {N} the person, {B} the one it is defined from.
-GIVEN: tuple[str, ...] = (
-    "{N} has {x} {obj}.",
-    "{N} owns {x} {obj}.",
-    "{N} collected {x} {obj}.",
-    "There are {x} {obj} in {N}'s bag.",
-)
-BAGS: tuple[str, ...] = (
-    "{N} has {k} bags with {m} {obj} in each bag.",
-    "{N} has {k} boxes, and each box holds {m} {obj}.",
-    "{N} buys {k} packs of {obj} with {m} {obj} in each pack.",
-)
-COMPARE: dict[str, tuple[str, ...]] = {
-    "add": ("{N} has {k} more {obj} than {B}.", "{N} owns {k} more {obj} than {B} does."),
-    "sub": ("{N} has {k} fewer {obj} than {B}.", "{N} owns {k} fewer {obj} than {B} does."),
-    "mul": ("{N} has {kt} as many {obj} as {B}.", "{N} has {k} times as many {obj} as {B}."),
-    "div": ("{N} has {frac} as many {obj} as {B}.", "{N} owns {frac} as many {obj} as {B} does."),
-}
-TOGETHER: tuple[str, ...] = (
-    "{N} has as many {obj} as {members} together.",
-    "{N} has as many {obj} as {members} combined.",
-)
-ASK_ONE: tuple[str, ...] = ("How many {obj} does {N} have?", "How many {obj} does {N} have in all?")
-ASK_TOTAL: tuple[str, ...] = (
-    "How many {obj} do {members} have together?",
-    "How many {obj} do {members} have in total?",
-)
+_MULTIPLY_VERB = {2: "doubles", 3: "triples", 4: "quadruples"}
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
-@dataclass
-class Quantity:
-    """One person's amount (or, for the question's total, the unnamed sum) and how it is defined.
+@dataclass(frozen=True)
+class Template:
+    """One sentence pattern for one operation.
 
-    kind: "given", "bags" (k * m), "compare" (from ``inputs[0]`` by ``op`` and ``k``), "together"
-    (the sum of ``inputs``), "total" (the question's sum; no person).
+    kind: "event" (the owner's amount changes), "compare" (a new person {N} becomes the
+    owner), "trade" (the owner swaps to a new object {obj2}).
+    solo: the sentence mentions no one but the owner, so the next one may say "she"/"he".
+    Placeholders: {S}/{s} owner as subject/object (pronoun or name), {pos} possessive
+    pronoun, {Pos} "Her"/"Mia's", {owner} the owner's name, {O} another person, {N} the new
+    owner, {than} "Mia has" / "Mia has now", {b} amount, {k} factor, {kt} "three times",
+    {frac} "a third", {kverb} "triples", {obj}/{obj2} objects.
     """
 
-    name: str
-    kind: str
-    inputs: list[Quantity] = field(default_factory=list)
-    op: str = ""
-    k: int = 0
-    m: int = 0
-    value: int = 0
-
-    @property
-    def operations(self) -> int:
-        return {"given": 0, "bags": 1, "compare": 1}.get(self.kind, len(self.inputs) - 1)
+    op: str
+    text: str
+    kind: str = "event"
+    solo: bool = True
+    factors: tuple[int, ...] = FACTORS
 
 
-def _members(names: Sequence[str]) -> str:
-    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+TEMPLATES: tuple[Template, ...] = (
+    # add
+    Template("add", "{S} buys {b} more {obj}."),
+    Template("add", "{S} finds {b} more {obj}."),
+    Template("add", "{O} gives {s} {b} more {obj}.", solo=False),
+    Template("add", "{S} wins {b} {obj} at the school fair."),
+    Template("add", "{S} receives {b} {obj} as a birthday present."),
+    Template("add", "{S} collects another {b} {obj}."),
+    Template("add", "{S} gets {b} more {obj} from {O}.", solo=False),
+    Template("add", "{S} earns {b} {obj} for helping {O}.", solo=False),
+    Template("add", "{N} has {b} more {obj} than {than}.", kind="compare", solo=False),
+    Template("add", "{N} brings {b} more {obj} to school than {than}.", kind="compare", solo=False),
+    # subtract
+    Template("sub", "{S} gives {b} {obj} to {O}.", solo=False),
+    Template("sub", "{S} sells {b} of {pos} {obj}."),
+    Template("sub", "{S} loses {b} {obj} on the way home."),
+    Template("sub", "{S} uses {b} {obj} for a school project."),
+    Template("sub", "{S} donates {b} {obj} to a charity."),
+    Template("sub", "{S} trades away {b} of {pos} {obj}."),
+    Template("sub", "{O} borrows {b} of {owner}'s {obj}.", solo=False),
+    Template("sub", "{S} drops {b} {obj} and cannot find them."),
+    Template("sub", "{N} has {b} fewer {obj} than {than}.", kind="compare", solo=False),
+    Template("sub", "{N} owns {b} fewer {obj} than {than}.", kind="compare", solo=False),
+    # multiply
+    Template("mul", "{S} {kverb} the number of {pos} {obj}.", factors=(2, 3, 4)),
+    Template("mul", "{S} ends up with {kt} as many {obj} as before."),
+    Template("mul", "{Pos} collection of {obj} grows to {kt} its size."),
+    Template("mul", "{S} trades each of {pos} {obj} for {k} {obj2}.", kind="trade"),
+    Template("mul", "{N} has {kt} as many {obj} as {than}.", kind="compare", solo=False),
+    Template("mul", "{N} collects {kt} as many {obj} as {than}.", kind="compare", solo=False),
+    Template("mul", "{N} buys {kt} as many {obj} as {than}.", kind="compare", solo=False),
+    Template(
+        "mul", "{N} has {k} boxes, and each box holds as many {obj} as {than}.", kind="compare", solo=False
+    ),
+    # divide
+    Template("div", "{S} keeps {frac} of {pos} {obj} and gives away the rest."),
+    Template("div", "{S} puts {pos} {obj} into {k} equal piles and keeps one pile."),
+    Template("div", "{S} splits {pos} {obj} into {k} equal groups and keeps only one group."),
+    Template("div", "{S} loses all but {frac} of {pos} {obj}."),
+    Template("div", "{S} packs {pos} {obj} equally into {k} bags and gives away all but one bag."),
+    Template(
+        "div",
+        "{Pos} {obj} are shared equally among {k} children, and {N} is one of them.",
+        kind="compare",
+        solo=False,
+    ),
+    Template("div", "{N} has {frac} as many {obj} as {than}.", kind="compare", solo=False),
+    Template("div", "{N} collects only {frac} as many {obj} as {than}.", kind="compare", solo=False),
+)
+OPENERS: tuple[str, ...] = (
+    "{owner} has {x} {obj}.",
+    "{owner} owns {x} {obj}.",
+    "{owner} starts the day with {x} {obj}.",
+    "{owner} keeps {x} {obj} in a box.",
+    "There are {x} {obj} in {owner}'s bag.",
+    "{owner} collected {x} {obj} last week.",
+)
+QUESTIONS: tuple[str, ...] = (
+    "How many {obj} does {owner} have now?",
+    "How many {obj} does {owner} have in the end?",
+    "How many {obj} does {owner} end up with?",
+    "How many {obj} does {owner} have at the end?",
+)
 
 
-def _structure(level: int, rng: random.Random, names: list[str]) -> Quantity:
-    """A tree of quantities whose answer needs exactly ``level`` operations (values not yet drawn)."""
-    if level >= 2 and rng.random() < 0.5:  # the question asks for a total of 2 or 3 people
-        size = rng.choice([2, 3])
-        root = Quantity("", "total", [Quantity(names.pop(), "given") for _ in range(size)])
-        leaves = list(root.inputs)
-    else:
-        root = Quantity(names.pop(), "given")
-        leaves = [root]
-    spent = root.operations
-    while spent < level:
-        person = rng.choice(leaves)
-        remaining = level - spent
-        kinds = ["compare", "compare", "bags", "together2"] + (["together3"] if remaining >= 2 else [])
-        kind = rng.choice(kinds)
-        if kind == "bags":
-            person.kind = "bags"
-            leaves.remove(person)
-        elif kind == "compare":
-            base = Quantity(names.pop(), "given")
-            person.kind, person.inputs = "compare", [base]
-            leaves[leaves.index(person)] = base
-        else:
-            size = int(kind[-1])
-            members = [Quantity(names.pop(), "given") for _ in range(size)]
-            person.kind, person.inputs = "together", members
-            leaves.remove(person)
-            leaves += members
-        spent += person.operations
-        if not leaves:  # every person is computed from given numbers: nothing left to expand
-            break
-    return root
+def _factors(template: Template, x: int) -> list[int]:
+    """Factors that keep the result an integer in [2, MAX_VALUE] for this template."""
+    if template.op == "mul":
+        return [k for k in template.factors if x * k <= MAX_VALUE]
+    return [k for k in template.factors if x % k == 0 and x // k >= 2]
 
 
-def _walk(q: Quantity) -> list[Quantity]:
-    """``q`` and everything it depends on, inputs before the quantity that uses them."""
-    out: list[Quantity] = []
-    for i in q.inputs:
-        out += _walk(i)
-    return [*out, q]
+def _feasible(template: Template, x: int) -> bool:
+    if template.op == "add":
+        return x + STEP_RANGE[0] <= MAX_VALUE
+    if template.op == "sub":
+        return x - STEP_RANGE[0] >= 2
+    return bool(_factors(template, x))
 
 
-def _compare_ops(base: int) -> list[str]:
-    ops = []
-    if base + STEP_RANGE[0] <= MAX_VALUE:
-        ops.append("add")
-    if base - STEP_RANGE[0] >= 2:
-        ops.append("sub")
-    if base * FACTORS[0] <= MAX_VALUE:
-        ops.append("mul")
-    if any(base % k == 0 and base // k >= 2 for k in FACTORS):
-        ops.append("div")
-    return ops
-
-
-def _draw_compare(q: Quantity, rng: random.Random) -> None:
-    """Draw the operation and number of a quantity defined from ``q.inputs[0]`` (whose value is drawn)."""
-    base = q.inputs[0].value
-    q.op = rng.choice(_compare_ops(base))
-    if q.op == "add":
-        q.k = rng.randint(STEP_RANGE[0], min(STEP_RANGE[1], MAX_VALUE - base))
-        q.value = base + q.k
-    elif q.op == "sub":
-        q.k = rng.randint(STEP_RANGE[0], min(STEP_RANGE[1], base - 2))
-        q.value = base - q.k
-    elif q.op == "mul":
-        q.k = rng.choice([k for k in FACTORS if base * k <= MAX_VALUE])
-        q.value = base * q.k
-    else:
-        q.k = rng.choice([k for k in FACTORS if base % k == 0 and base // k >= 2])
-        q.value = base // q.k
-
-
-def _draw_values(root: Quantity, rng: random.Random) -> bool:
-    """Draw every number bottom-up; False when a quantity falls out of [2, MAX_VALUE]."""
-    for q in _walk(root):
-        if q.kind == "given":
-            q.value = rng.randint(*GIVEN_RANGE)
-        elif q.kind == "bags":
-            q.k, q.m = rng.randint(*BAGS_RANGE), rng.randint(*PER_BAG_RANGE)
-            q.value = q.k * q.m
-        elif q.kind == "compare":
-            _draw_compare(q, rng)
-        else:
-            q.value = sum(i.value for i in q.inputs)
-        if not 2 <= q.value <= MAX_VALUE:
-            return False
-    return True
-
-
-def numbers(quantities: Sequence[Quantity]) -> list[int]:
-    """Every number a problem's solutions may write: given numbers, computed quantities, partial sums."""
-    out: list[int] = []
-    for q in quantities:
-        if q.kind == "given":
-            out.append(q.value)
-        elif q.kind == "bags":
-            out += [q.k, q.m, q.value]
-        elif q.kind == "compare":
-            out += [q.k, q.value]
-        else:
-            values = [i.value for i in q.inputs]
-            out.append(q.value)
-            if len(values) == 3:
-                out += [a + b for a, b in itertools.combinations(values, 2)]
-    return out
-
-
-def _statement(q: Quantity, obj: str, rng: random.Random) -> str:
-    if q.kind == "given":
-        return rng.choice(GIVEN).format(N=q.name, x=q.value, obj=obj)
-    if q.kind == "bags":
-        return rng.choice(BAGS).format(N=q.name, k=q.k, m=q.m, obj=obj)
-    if q.kind == "compare":
-        return rng.choice(COMPARE[q.op]).format(
-            N=q.name, B=q.inputs[0].name, k=q.k, kt=_TIMES.get(q.k, ""), frac=_FRACTION.get(q.k, ""), obj=obj
-        )
-    return rng.choice(TOGETHER).format(N=q.name, members=_members([i.name for i in q.inputs]), obj=obj)
-
-
-def _solution_step(q: Quantity, obj: str, rng: random.Random) -> str:
-    """One sentence computing ``q``; a sum of three terms step by step, its terms in a random order."""
-    who = f"{q.name} has" if q.name else "Together they have"
-    if q.kind == "bags":
-        return f"{who} {q.k} * {q.m} = {q.value} {obj}."
-    if q.kind == "compare":
-        return f"{who} {q.inputs[0].value} {_SYMBOL[q.op]} {q.k} = {q.value} {obj}."
-    terms = [i.value for i in q.inputs]
-    rng.shuffle(terms)
-    steps, total = [], terms[0]
-    for t in terms[1:]:
-        steps.append(f"{total} + {t} = {total + t}")
-        total += t
-    return f"{who} {' and '.join(steps)} {obj}."
-
-
-def _linear_extension(items: list[Quantity], rng: random.Random) -> list[Quantity]:
-    """A random order of ``items`` in which each comes after the items among its inputs."""
-    pending, done, order = list(items), set(), []
-    while pending:
-        ready = [q for q in pending if all(id(i) in done for i in q.inputs if i in items)]
-        q = rng.choice(ready)
-        pending.remove(q)
-        done.add(id(q))
-        order.append(q)
-    return order
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def generate_problem(level: int, rng: random.Random) -> tuple[str, str, str]:
-    """One problem whose answer needs ``level`` operations: (question, solution, answer).
+    """One problem with ``level`` chained operations: (question, solution, answer).
 
     All randomness comes from ``rng``, so a seeded rng gives the same problem anywhere.
     """
     if not isinstance(level, int) or isinstance(level, bool) or level < 1:
         raise DatasetError(f"arith level must be a positive integer, got {level!r}")
-    for _ in range(1000):
-        names = list(NAMES)
-        rng.shuffle(names)  # people are drawn from this list without replacement
-        root = _structure(level, rng, names)
-        needed = _walk(root)
-        if sum(q.operations for q in needed) != level or not _draw_values(root, rng):
-            continue
-        people = [q for q in needed if q.name]
-        extra = []
-        if rng.random() < DISTRACTOR_SHARE:  # a person defined from one of them, whom nobody needs
-            extra = [Quantity(names.pop(), "compare", [rng.choice(people)])]
-            _draw_compare(extra[0], rng)
-        values = numbers(needed + extra)
-        if len(set(values)) == len(values):
-            break
-    else:  # pragma: no cover - every level finds distinct numbers within a few draws
-        raise DatasetError(f"arith: no level-{level} problem with distinct numbers in 1000 draws")
+    names = list(NAMES)
+    rng.shuffle(names)  # people are drawn from this list without replacement
+
+    owner, gender = names.pop()
     obj = rng.choice(OBJECTS)
-    question = [_statement(q, obj, rng) for q in _linear_extension(people + extra, rng)]
-    if root.kind == "total":
-        members = [i.name for i in root.inputs]
-        question.append(rng.choice(ASK_TOTAL).format(members=_members(members), obj=obj))
-    else:
-        question.append(rng.choice(ASK_ONE).format(N=root.name, obj=obj))
-    computed = [q for q in needed if q.kind != "given"]
-    solution = [_solution_step(q, obj, rng) for q in _linear_extension(computed, rng)]
-    solution.append(f"The answer is {root.value}.")
-    return " ".join(question), " ".join(solution), str(root.value)
+    x = rng.randint(*START_RANGE)
+    question = [rng.choice(OPENERS).format(owner=owner, x=x, obj=obj)]
+    solution: list[str] = []
+    prev_solo, changed = True, False
+
+    for _ in range(level):
+        ops = [op for op in _SYMBOL if any(t.op == op and _feasible(t, x) for t in TEMPLATES)]
+        op = rng.choice(ops)
+        template = rng.choice([t for t in TEMPLATES if t.op == op and _feasible(t, x)])
+        if op == "add":
+            v = rng.randint(STEP_RANGE[0], min(STEP_RANGE[1], MAX_VALUE - x))
+            y = x + v
+        elif op == "sub":
+            v = rng.randint(STEP_RANGE[0], min(STEP_RANGE[1], x - 2))
+            y = x - v
+        else:
+            v = rng.choice(_factors(template, x))
+            y = x * v if op == "mul" else x // v
+        pron = _PRONOUNS[gender]
+        fields = {
+            "owner": owner,
+            "pos": pron["pos"],
+            "refl": pron["refl"],
+            "O": names.pop()[0] if "{O}" in template.text else "",
+            "N": "",
+            "than": f"{owner} has now" if changed else f"{owner} has",
+            "b": v,
+            "k": v,
+            "kt": _TIMES.get(v, ""),
+            "frac": _FRACTION.get(v, ""),
+            "kverb": _MULTIPLY_VERB.get(v, ""),
+            "obj": obj,
+            "obj2": rng.choice([o for o in OBJECTS if o != obj]) if template.kind == "trade" else "",
+        }
+        new_gender = gender
+        if template.kind == "compare":
+            fields["N"], new_gender = names.pop()
+        use_pronoun = prev_solo and rng.random() < 0.8
+        as_pronoun = {"S": pron["subj"].capitalize(), "s": pron["obj"], "Pos": pron["pos"].capitalize()}
+        as_name = {"S": owner, "s": owner, "Pos": f"{owner}'s"}
+        question.append(
+            _capitalize(template.text.format(**fields, **(as_pronoun if use_pronoun else as_name)))
+        )
+
+        if template.kind == "compare":
+            owner, gender, changed = fields["N"], new_gender, False
+        else:
+            changed = True
+        if template.kind == "trade":
+            obj = fields["obj2"]
+        reason = _capitalize(template.text.format(**fields, **as_name)).rstrip(".")
+        solution.append(f"{reason}, so {owner} has {x} {_SYMBOL[op]} {v} = {y} {obj}.")
+        prev_solo = template.solo
+        x = y
+
+    question.append(rng.choice(QUESTIONS).format(obj=obj, owner=owner))
+    solution.append(f"The answer is {x}.")
+    return " ".join(question), " ".join(solution), str(x)
 
 
 def _generate(

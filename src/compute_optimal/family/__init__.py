@@ -19,10 +19,13 @@ __all__ = ["FamilyError", "checkpoint", "tokenizer_dir"]
 
 def _held_out(recipe: dict) -> dict:
     """What decides a member's training problems besides its recipe: the study's splits, left out, and
-    the generator's version (the same arguments give other problems after a generator change)."""
-    from ..data import arith
+    the generator's version (the same arguments give other problems after a generator change; version 1,
+    the first of each generator, keeps the keys its families were built with)."""
+    from .build import generator
 
-    return {**dataset_loader(str(recipe["data"]["dataset"])), "generator_version": arith.VERSION}
+    loader = dataset_loader(str(recipe["data"]["dataset"]))
+    version = getattr(generator(loader), "VERSION", 1)
+    return loader if version == 1 else {**loader, "generator_version": version}
 
 
 def tokenizer_dir(model: Model) -> Path:

@@ -32,6 +32,13 @@ class FamilyError(UserError, ValueError):
     """A family recipe that cannot be trained (unknown dataset, bad numbers)."""
 
 
+# The datasets the project generates itself: a family can train on their problems (any number of them).
+GENERATORS = {
+    "compute_optimal.data.arith.generate_split": "compute_optimal.data.arith",
+    "compute_optimal.data.arith_graph.generate_split": "compute_optimal.data.arith_graph",
+}
+
+
 def dataset_loader(name: str) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
@@ -41,17 +48,26 @@ def dataset_loader(name: str) -> dict[str, Any]:
     if not path.is_file():
         raise FamilyError(f"family data: unknown dataset {name!r} (no {path})")
     loader = OmegaConf.to_container(OmegaConf.load(path).loader, resolve=True)
-    if loader.get("_target_") != "compute_optimal.data.arith.generate_split":
-        raise FamilyError(f"family data: dataset {name!r} is not generated; only arith can train a family")
+    if loader.get("_target_") not in GENERATORS:
+        raise FamilyError(
+            f"family data: dataset {name!r} is not generated; a family trains on "
+            f"{' or '.join(m.rsplit('.', 1)[1] for m in GENERATORS.values())} problems"
+        )
     return loader
+
+
+def generator(loader: Mapping[str, Any]) -> Any:
+    """The module that generates a dataset (``generate_split``, ``SPLITS``, maybe ``VERSION``)."""
+    import importlib
+
+    return importlib.import_module(GENERATORS[str(loader["_target_"])])
 
 
 def training_problems(data: Mapping[str, Any]) -> list[Problem]:
     """``data.num_problems`` generated problems (levels ``data.levels``, seed ``data.seed``), none of
     them a question of the study dataset's train or test split."""
-    from ..data import arith
-
     loader = dataset_loader(str(data["dataset"]))
+    arith = generator(loader)
     held_out = {
         p.question
         for split in arith.SPLITS

@@ -32,11 +32,10 @@ GREEDY, SAMPLED = "greedy", "sampled"
 
 
 def _problems(model: Model, limit: int) -> list[Any]:
-    from ..data import arith
-    from .build import dataset_loader
+    from .build import dataset_loader, generator
 
     loader = dataset_loader(str(model.pretrain["data"]["dataset"]))
-    test = arith.generate_split(
+    test = generator(loader).generate_split(
         "test", num_test=int(loader["num_test"]), levels=loader["levels"], seed=int(loader["seed"])
     )
     return test[:limit]
