@@ -137,6 +137,32 @@ def test_a_member_trains_the_same_weights_on_every_machine(tmp_path: Path, monke
     assert longer.pretrain["train"]["tokens"] == 6e3 and longer.pretrain == other.pretrain
 
 
+# The tiny member below, trained with train.kernels: avx2 (recorded on an AMD EPYC with AVX-512, where its
+# native kernels give other weights: 70efa29f...). Any x86-64 CPU with AVX2 must build these bytes.
+PINNED_STUDENT_SHA256 = "ea11887e3f0bd30f4a295cf85cb1524c0d659b56d1749850d687753f70650370"
+
+
+@pytest.mark.slow
+def test_pinned_kernels_build_the_recorded_weights_on_any_avx2_machine(tmp_path: Path, monkeypatch) -> None:
+    """train.kernels: avx2 trains in a child process with ATen, MKL and oneDNN pinned to AVX2; the weights are the
+    ones recorded here, on whatever machine this runs (an AVX2-only CPU computes with the same kernels)."""
+    monkeypatch.setenv("COMPUTE_OPTIMAL_CACHE", str(tmp_path))
+    model = member("arith_student")
+    pinned = dataclasses.replace(
+        model, pretrain={**model.pretrain, "train": {**model.pretrain["train"], "kernels": "avx2"}}
+    )
+    card = json.loads((family.checkpoint(pinned) / "family.json").read_text())
+    assert card["kernels"]["aten"] == "AVX2" and card["kernels"]["MKL_CBWR"] == "AVX2"
+    assert card["weights_sha256"] == PINNED_STUDENT_SHA256, card["built_on"]
+    native = json.loads((family.checkpoint(model) / "family.json").read_text())
+    assert native["kernels"]["recipe"] == "native" and native["kernels"]["ATEN_CPU_CAPABILITY"] is None
+    bogus = dataclasses.replace(
+        model, pretrain={**model.pretrain, "train": {**model.pretrain["train"], "kernels": "avx512"}}
+    )
+    with pytest.raises(FamilyError, match=r"train\.kernels must be one of native, avx2"):
+        family.checkpoint(bogus)
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_samples_a_member_with_per_request_seeds(tmp_path: Path, monkeypatch) -> None:

@@ -42,12 +42,15 @@ def tokenizer_dir(model: Model) -> Path:
 def checkpoint(model: Model) -> Path:
     """The trained checkpoint of family member ``model``, trained once per machine."""
     from ..models import _atomic_build, _cache_key, cache_dir
-    from .build import train
+    from .build import kernels, train_in_child
 
     if not model.pretrain or not model.arch:
         raise FamilyError(f"model {model.name!r}: origin trained needs an arch and a pretrain recipe")
     recipe = dict(model.pretrain)
     key = _cache_key(dict(model.arch), pretrain=recipe, held_out=_held_out(recipe))
     target = cache_dir() / "models" / f"trained-{model.name}-{key}"
+    kernels(recipe)  # an unknown value stops here, before any work
     tokenizer = tokenizer_dir(model)
-    return _atomic_build(target, lambda tmp: train(dict(model.arch), recipe, tokenizer, tmp))
+    return _atomic_build(
+        target, lambda tmp: train_in_child(dict(model.arch), recipe, tokenizer, tmp, target.name)
+    )

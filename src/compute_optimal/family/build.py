@@ -14,9 +14,13 @@ one ordered data stream); the checkpoint is written like the others (``models._a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,8 +119,57 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# recipe train.kernels: avx2 pins torch's CPU kernels to their AVX2 versions (ATen's dispatch, MKL's conditional
+# numerical reproducibility, oneDNN's instruction set), so that any x86-64 CPU with AVX2 computes the same float
+# sums in the same order: the same recipe, the same weights, also on a machine with AVX-512 (measured here: a
+# member trained with ATen's AVX-512 kernels differs from one trained with its AVX2 kernels). They are read when
+# torch loads, hence the child process. native (the default): whatever the machine offers.
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+KERNELS = ("native", "avx2")
+
+
+def kernels(recipe: Mapping[str, Any]) -> str:
+    value = str(recipe["train"].get("kernels", "native"))
+    if value not in KERNELS:
+        raise FamilyError(f"family train.kernels must be one of {', '.join(KERNELS)}, got {value!r}")
+    return value
+
+
+def train_in_child(
+    arch: Mapping[str, Any], recipe: Mapping[str, Any], tokenizer_dir: Path, out: Path, name: str
+) -> dict[str, Any]:
+    """:func:`train` in a child process with the recipe's kernels (pinned ones are read when torch loads, and
+    the caller may have loaded it already); ``name``: the checkpoint's folder name, for the recorded hashes."""
+    spec = {
+        "arch": dict(arch),
+        "recipe": dict(recipe),
+        "tokenizer": str(tokenizer_dir),
+        "out": str(out),
+        "name": name,
+    }
+    env = {**os.environ, **(PINNED_KERNELS if kernels(recipe) == "avx2" else {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "compute_optimal.family.train_member", json.dumps(spec)], env=env
+    )
+    if proc.returncode != 0:
+        raise FamilyError(
+            f"training family member {name} failed (exit status {proc.returncode}; its log is above)"
+        )
+    return json.loads((out / "family.json").read_text())
+
+
+def recorded_weights() -> dict[str, str]:
+    """Weight hashes recorded in the repository (``family/weights.json``): checkpoint folder -> sha256."""
+    path = Path(__file__).with_name("weights.json")
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def train(
-    arch: Mapping[str, Any], recipe: Mapping[str, Any], tokenizer_dir: Path, out: Path
+    arch: Mapping[str, Any],
+    recipe: Mapping[str, Any],
+    tokenizer_dir: Path,
+    out: Path,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Train one member; write its checkpoint (safetensors, tokenizer, ``family.json``) to ``out``."""
     import torch
@@ -181,10 +234,22 @@ def train(
         "params_total": sum(p.numel() for p in model.parameters()),
         "params_non_embedding": sum(p.numel() for n, p in model.named_parameters() if "embed" not in n),
         "seconds": round(time.monotonic() - started, 1),
-        # Equal recipes give equal weights on one kind of CPU, not across kinds (float sums in another order):
-        # a family built on another machine may differ (seen: final losses 0.0689 vs 0.100 for arith_se).
+        # With native kernels equal recipes give equal weights on one kind of CPU, not across kinds (float sums in
+        # another order; seen: final losses 0.0689 vs 0.100 for arith_se); train.kernels: avx2 pins them.
         "built_on": {"cpu": _cpu_name(), "torch": torch.__version__},
+        "kernels": {
+            "recipe": kernels(recipe),
+            "aten": torch.backends.cpu.get_cpu_capability(),
+            **{k: os.environ.get(k) for k in PINNED_KERNELS},
+        },
     }
+    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    recorded = recorded_weights().get(name or "")
+    card["weights_sha256"] = digest
+    card["matches_recorded"] = None if recorded is None else digest == recorded
+    if recorded is not None and digest != recorded:
+        log.warning("%s: weights differ from the hash recorded in the repository (%s): this machine built "
+                    "another model from the same recipe", name, recorded)  # fmt: skip
     (out / "family.json").write_text(json.dumps(card, indent=2) + "\n")
     log.info("trained %s: %s", out.name, card)
     return card
