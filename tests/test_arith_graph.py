@@ -134,7 +134,10 @@ def test_reference_solutions_are_correct(train: list[Problem], test_split: list[
             assert op == "+" or len(terms) == 2  # only sums take more than two terms
             # a term is a number of the question (factors may be words: "three times") or a quantity computed before
             for t in terms:
-                assert t in computed or t in arith_graph.FACTORS or re.search(rf"\b{t}\b", p.question), (p.id, t)
+                assert t in computed or t in arith_graph.FACTORS or re.search(rf"\b{t}\b", p.question), (
+                    p.id,
+                    t,
+                )
             computed.add(result)
         assert p.answer == str(equations[-1][2])
         assert p.solution.endswith(f"The answer is {p.answer}.")

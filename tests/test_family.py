@@ -156,6 +156,13 @@ def test_pinned_kernels_build_the_recorded_weights_on_any_avx2_machine(tmp_path:
     assert card["weights_sha256"] == PINNED_STUDENT_SHA256, card["built_on"]
     native = json.loads((family.checkpoint(model) / "family.json").read_text())
     assert native["kernels"]["recipe"] == "native" and native["kernels"]["ATEN_CPU_CAPABILITY"] is None
+    # Recorded, a build's hash is compared with it: this one matches, another recipe's folder is not recorded.
+    from compute_optimal.family.__main__ import record
+    from compute_optimal.family.build import recorded_weights
+
+    folder = family.checkpoint(pinned)
+    record({folder.name: card}, tmp_path / "weights.json")
+    assert recorded_weights(tmp_path / "weights.json") == {folder.name: PINNED_STUDENT_SHA256}
     bogus = dataclasses.replace(
         model, pretrain={**model.pretrain, "train": {**model.pretrain["train"], "kernels": "avx512"}}
     )

@@ -158,9 +158,9 @@ def train_in_child(
     return json.loads((out / "family.json").read_text())
 
 
-def recorded_weights() -> dict[str, str]:
+def recorded_weights(path: Path | None = None) -> dict[str, str]:
     """Weight hashes recorded in the repository (``family/weights.json``): checkpoint folder -> sha256."""
-    path = Path(__file__).with_name("weights.json")
+    path = path or Path(__file__).with_name("weights.json")
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
