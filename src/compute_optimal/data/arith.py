@@ -34,7 +34,7 @@ Design:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from compute_optimal.data.problem import DatasetError, Problem
@@ -246,25 +246,62 @@ def generate_problem(level: int, rng: random.Random) -> tuple[str, str, str]:
     return " ".join(question), " ".join(solution), str(x)
 
 
+ProblemMaker = Callable[
+    [int, random.Random], tuple[str, str, str]
+]  # (level, rng) -> question, solution, answer
+
+
 def _generate(
-    split: str, count: int, levels: Sequence[int], seed: int, reserved: frozenset[str]
+    name: str,
+    make: ProblemMaker,
+    split: str,
+    count: int,
+    levels: Sequence[int],
+    seed: int,
+    reserved: frozenset[str],
 ) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[str] = set()
     for index in range(count):
         level = levels[index % len(levels)]
         for attempt in range(1000):
-            rng = random.Random(f"arith:{seed}:{split}:{index}:{attempt}")
-            question, solution, answer = generate_problem(level, rng)
+            rng = random.Random(f"{name}:{seed}:{split}:{index}:{attempt}")
+            question, solution, answer = make(level, rng)
             if question not in seen and question not in reserved:
                 break
         else:  # pragma: no cover - the question space is far larger than any split
-            raise DatasetError(f"arith: could not find a new level-{level} question for {split}[{index}]")
+            raise DatasetError(f"{name}: could not find a new level-{level} question for {split}[{index}]")
         seen.add(question)
         problems.append(
-            Problem(f"arith-{split}-L{level}-{index:05d}", question, answer, solution, level, None)
+            Problem(f"{name}-{split}-L{level}-{index:05d}", question, answer, solution, level, None)
         )
     return problems
+
+
+def generated_split(
+    name: str,
+    make: ProblemMaker,
+    split: str,
+    *,
+    num_train: int,
+    num_test: int,
+    levels: Sequence[int],
+    seed: int,
+) -> list[Problem]:
+    """The ``split`` of a generated dataset ``name`` whose problem ``i`` is ``make(level, rng)``, spread evenly
+    over ``levels`` (shared by arith and arith_graph: ids, seeding, the held-out test questions, validation)."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown {name} split {split!r}; valid splits: {', '.join(SPLITS)}")
+    for key, n in (("num_train", num_train), ("num_test", num_test)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DatasetError(f"{name} {key} must be a non-negative integer, got {n!r}")
+    levels = list(levels)
+    if not levels or any(isinstance(lv, bool) or not isinstance(lv, int) or lv < 1 for lv in levels):
+        raise DatasetError(f"{name} levels must be a non-empty list of positive integers, got {levels!r}")
+    test = _generate(name, make, "test", num_test, levels, seed, frozenset())
+    if split == "test":
+        return test
+    return _generate(name, make, "train", num_train, levels, seed, frozenset(p.question for p in test))
 
 
 def generate_split(
@@ -280,15 +317,6 @@ def generate_split(
     Same arguments -> the same list in any process. Train never repeats a test question,
     which is why building train also builds the (cheap) test split.
     """
-    if split not in SPLITS:
-        raise DatasetError(f"unknown arith split {split!r}; valid splits: {', '.join(SPLITS)}")
-    for name, n in (("num_train", num_train), ("num_test", num_test)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise DatasetError(f"arith {name} must be a non-negative integer, got {n!r}")
-    levels = list(levels)
-    if not levels or any(isinstance(lv, bool) or not isinstance(lv, int) or lv < 1 for lv in levels):
-        raise DatasetError(f"arith levels must be a non-empty list of positive integers, got {levels!r}")
-    test = _generate("test", num_test, levels, seed, frozenset())
-    if split == "test":
-        return test
-    return _generate("train", num_train, levels, seed, frozenset(p.question for p in test))
+    return generated_split(
+        "arith", generate_problem, split, num_train=num_train, num_test=num_test, levels=levels, seed=seed
+    )

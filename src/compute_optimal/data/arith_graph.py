@@ -49,6 +49,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from compute_optimal.data.arith import SPLITS as SPLITS  # the generator interface: re-exported
+from compute_optimal.data.arith import generated_split
 from compute_optimal.data.problem import DatasetError, Problem
 
 # Bumped whenever the same arguments generate other problems: a trained family's cache key includes it
@@ -62,7 +64,6 @@ STEP_RANGE = (3, 30)  # "more" / "fewer"
 FACTORS = (2, 3, 4, 5)  # "times as many" / "a third as many"
 DISTRACTOR_SHARE = 0.5  # problems that state one quantity the answer does not need
 
-SPLITS = ("train", "test")
 
 NAMES: tuple[str, ...] = (
     "Mia", "Leo", "Ava", "Noah", "Zoe", "Liam", "Emma", "Omar", "Lucy", "Ravi", "Nora", "Sam", "Priya",
@@ -324,29 +325,6 @@ def generate_problem(level: int, rng: random.Random) -> tuple[str, str, str]:
     return " ".join(question), " ".join(solution), str(root.value)
 
 
-def _generate(
-    split: str, count: int, levels: Sequence[int], seed: int, reserved: frozenset[str]
-) -> list[Problem]:
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for index in range(count):
-        level = levels[index % len(levels)]
-        for attempt in range(1000):
-            rng = random.Random(f"arith_graph:{seed}:{split}:{index}:{attempt}")
-            question, solution, answer = generate_problem(level, rng)
-            if question not in seen and question not in reserved:
-                break
-        else:  # pragma: no cover - the question space is far larger than any split
-            raise DatasetError(
-                f"arith_graph: could not find a new level-{level} question for {split}[{index}]"
-            )
-        seen.add(question)
-        problems.append(
-            Problem(f"arith_graph-{split}-L{level}-{index:05d}", question, answer, solution, level, None)
-        )
-    return problems
-
-
 def generate_split(
     split: str,
     *,
@@ -360,17 +338,12 @@ def generate_split(
     Same arguments -> the same list in any process. Train never repeats a test question,
     which is why building train also builds the (cheap) test split.
     """
-    if split not in SPLITS:
-        raise DatasetError(f"unknown arith_graph split {split!r}; valid splits: {', '.join(SPLITS)}")
-    for name, n in (("num_train", num_train), ("num_test", num_test)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise DatasetError(f"arith_graph {name} must be a non-negative integer, got {n!r}")
-    levels = list(levels)
-    if not levels or any(isinstance(lv, bool) or not isinstance(lv, int) or lv < 1 for lv in levels):
-        raise DatasetError(
-            f"arith_graph levels must be a non-empty list of positive integers, got {levels!r}"
-        )
-    test = _generate("test", num_test, levels, seed, frozenset())
-    if split == "test":
-        return test
-    return _generate("train", num_train, levels, seed, frozenset(p.question for p in test))
+    return generated_split(
+        "arith_graph",
+        generate_problem,
+        split,
+        num_train=num_train,
+        num_test=num_test,
+        levels=levels,
+        seed=seed,
+    )
