@@ -196,19 +196,36 @@ HEADER = "| dataset | budget | regime | student | base | after WC data | after S
 ROW = "| arith | high | self_improvement | smollm2_135m |"
 
 
-def write_study_runs(outputs: Path, seeds: list[int], *, skip: tuple[tuple[int, str], ...] = ()) -> None:
+def write_study_runs(
+    outputs: Path,
+    seeds: list[int],
+    *,
+    skip: tuple[tuple[int, str], ...] = (),
+    data: dict[str, tuple[str, object]] | None = None,
+    known_seeds: dict[int, dict[str, list[int]]] = KNOWN_SEEDS,
+) -> None:
     """Each seed's base evaluation, training runs (trained on that seed's samples) and student evaluations,
-    as the stages would leave them; ``skip``: (seed, base | wc | se) evaluations left unrun."""
-    from compute_optimal.runs import EvalRun, TrainRun
+    as the stages would leave them; ``skip``: (seed, base | wc | se) evaluations left unrun; ``data``: per
+    sampler the (budget mode, runs.Selection) of a control's students (default: compute-matched, all)."""
+    from compute_optimal.runs import EvalRun, Selection, TrainRun
     from tests.fake_runs import write_eval_run, write_train_run
 
     for seed in seeds:
-        known = KNOWN_SEEDS[seed]
+        known = known_seeds[seed]
         if (seed, "base") not in skip:
             write_eval_run(EvalRun.of_base(outputs, "arith", STUDENT, seed), known["base"])
         for sampler in ("wc", "se"):
+            mode, selection = (data or {}).get(sampler, ("compute", Selection()))
             trained = TrainRun.of(
-                outputs, "arith", "self_improvement", STUDENT, sampler, "high", "compute", seed
+                outputs,
+                "arith",
+                "self_improvement",
+                STUDENT,
+                sampler,
+                "high",
+                mode,
+                seed,
+                selection=selection,
             )
             samples = outputs / f"sample/arith/{WC if sampler == 'wc' else SE}/high-compute/seed{seed}"
             write_train_run(
@@ -267,20 +284,24 @@ def test_study_report_single_seed_is_the_single_seed_report(tmp_path: Path) -> N
     report_dir = tmp_path / f"reports/study/{WC}-vs-{SE}-seed0"
     assert result.summary["report_dir"] == str(report_dir)
     report = (report_dir / "report.md").read_text()
-    row = f"{ROW} 0.200 | 0.600 | 0.200 | {bootstrap_cell(0)}"
+    # Seed 0's interval is [+0.000, +0.800]: it holds zero, far wider than ±0.03.
+    row = f"{ROW} 0.200 | 0.600 | 0.200 | {bootstrap_cell(0)} no difference found (interval ±0.400: underpowered) |"
     assert (
-        f"## Headline\n\n{HEADER}\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{row}\n" in report
+        f"## Headline\n\n{HEADER} verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{row}\n"
+        in report
     )
+    assert "## Controls" not in report
     assert "## Per seed" not in report and "seeds" not in report and "Seed check" not in report
     assert "Missing runs" not in report
     assert f"[data report](../../data/arith/{WC}-vs-{SE}/seed0/report.md)" in report
     study = json.loads((report_dir / "study.json").read_text())
     assert isinstance(study, list) and len(study) == 1
-    assert set(study[0]) == {"dataset", "budget", "regime", "student", "base", "wc", "se", "wc_minus_se",
-                             "num_problems", "runs"}  # fmt: skip
+    assert set(study[0]) == {"dataset", "budget", "regime", "student", "control", "verdict", "base", "wc", "se",
+                             "wc_minus_se", "num_problems", "runs"}  # fmt: skip
+    assert study[0]["control"] == "compute_matched" and study[0]["verdict"].startswith("no difference found")
     assert (study[0]["base"], study[0]["wc"], study[0]["se"]) == pytest.approx((0.2, 0.6, 0.2))
     assert study[0]["wc_minus_se"][0] == pytest.approx(0.4) and study[0]["num_problems"] == 5
-    assert result.message.startswith(f"{HEADER}\n") and "per seed" not in result.message
+    assert result.message.startswith(f"{HEADER} verdict |\n") and "per seed" not in result.message
     assert result.message.endswith(f"\n\nreport: {report_dir / 'report.md'}")
 
 
@@ -314,7 +335,11 @@ def test_study_report_three_seeds_mean_spread_and_rows(tmp_path: Path) -> None:
         assert row["wc_minus_se"][0] == pytest.approx(known["wc"] - known["se"]) and row["num_problems"] == 5
         assert row["runs"]["wc"].endswith(f"/seed{row['seed']}")
     report = (report_dir / "report.md").read_text()
-    mean_row = f"{ROW} 0.267 ± 0.115 | 0.600 ± 0.200 | 0.267 ± 0.115 | +0.333 ± 0.306 | +0.000..+0.600 | 3 of 3 seeds |"
+    # Seed 1's interval holds zero, seed 2's lies above it: no verdict.
+    mean_row = (
+        f"{ROW} 0.267 ± 0.115 | 0.600 ± 0.200 | 0.267 ± 0.115 | +0.333 ± 0.306 | +0.000..+0.600 | 3 of 3 seeds "
+        "| seeds disagree |"
+    )
     seed_rows = [
         f"| 0 {ROW} 0.200 | 0.600 | 0.200 | {bootstrap_cell(0)}",
         f"| 1 {ROW} 0.200 | 0.400 | 0.400 | {bootstrap_cell(1)}",
@@ -339,6 +364,70 @@ def test_study_report_three_seeds_mean_spread_and_rows(tmp_path: Path) -> None:
     assert isinstance(
         json.loads((report_dir.with_name(f"{WC}-vs-{SE}-seed0") / "study.json").read_text()), list
     )
+
+
+def test_the_verdict_needs_every_seed_to_agree_and_power_to_call_no_difference() -> None:
+    from compute_optimal.reporting.study_report import Cell, Comparison, verdict
+
+    def seeds(*intervals: tuple[float, float, float] | None) -> list[Comparison]:
+        cells = [Cell("x", None) for _ in range(3)]  # type: ignore[arg-type]
+        return [Comparison("arith", "high", "r", "s", *cells, difference=d) for d in intervals]
+
+    assert verdict(seeds((0.05, 0.02, 0.08), (0.04, 0.01, 0.07))) == "reproduced"
+    assert verdict(seeds((-0.05, -0.08, -0.02), (-0.04, -0.07, -0.01))) == "reversed"
+    assert verdict(seeds((0.01, -0.02, 0.03), (0.0, -0.025, 0.025))) == "no difference"
+    assert verdict(seeds((0.01, -0.04, 0.06))) == "no difference found (interval ±0.050: underpowered)"
+    assert verdict(seeds((0.05, 0.02, 0.08), (0.0, -0.02, 0.02))) == "seeds disagree"
+    assert verdict(seeds((0.05, 0.02, 0.08), (-0.05, -0.08, -0.02))) == "seeds disagree"
+    assert verdict(seeds(None)) == "—"  # nothing finished
+    assert verdict(seeds((0.05, 0.02, 0.08), None)) == "reproduced"  # the finished seeds decide
+
+
+def test_study_report_controls_have_their_own_section_and_runs(tmp_path: Path) -> None:
+    """task.controls: the number-matched WC student (high-number data) and the process-correct-only students
+    (wc+process, se+process folders) are rows of a Controls section, named in study.json; the headline stays the
+    compute-matched row; a control's missing student is listed with the command that makes it; an unknown control
+    is refused by name."""
+    from compute_optimal.runs import RunError, Selection
+    from compute_optimal.stages import study_report
+
+    write_study_runs(tmp_path, [0])
+    flipped = {0: {**KNOWN_SEEDS[0], "wc": [1, 0, 0, 0, 0], "se": [1, 1, 1, 0, 0]}}
+    write_study_runs(
+        tmp_path, [0], data={"wc": ("number", Selection())}, known_seeds=flipped, skip=((0, "se"),)
+    )
+    process = {"wc": ("compute", Selection("process")), "se": ("compute", Selection("process"))}
+    write_study_runs(tmp_path, [0], data=process, skip=((0, "se"),))
+    cfg = compose_study(tmp_path, "task.controls=[number_matched,process_only]")
+    result = study_report.run(cfg)
+    report = (tmp_path / f"reports/study/{WC}-vs-{SE}-seed0/report.md").read_text()
+    study = json.loads((tmp_path / f"reports/study/{WC}-vs-{SE}-seed0/study.json").read_text())
+    assert [(r["control"], r["wc"], r["se"]) for r in study] == [
+        ("compute_matched", 0.6, 0.2),
+        ("number_matched", 0.2, 0.2),  # WC's number-matched student against SE's compute-matched one
+        ("process_only", 0.6, None),
+    ]
+    assert study[1]["runs"]["wc"].endswith("/wc-high-number/seed0")
+    assert study[1]["runs"]["se"].endswith("/se-high-compute/seed0")
+    assert study[2]["runs"]["wc"].endswith("/wc+process-high-compute/seed0")
+    headline = report[report.index("## Headline") : report.index("## Controls")]
+    assert "number_matched" not in headline and "| arith | high |" in headline
+    controls = report[report.index("## Controls") : report.index("## All metrics")]
+    assert "**number_matched**: WC data at SE's sample count" in controls
+    assert (
+        f"| number_matched {ROW} 0.200 | 0.200 | 0.200 | +0.000 [+0.000, +0.000] | 5 | no difference |"
+        in controls
+    )
+    assert f"| process_only {ROW} 0.200 | 0.600 | — | — | — | — |" in controls
+    assert (
+        f"- {STUDENT} after SE data (process_only): `python run_eval.py pair=pretrained task=evaluate dataset=arith "
+        "task.student.regime=self_improvement task.student.sampler=se task.student.keep=process budget=high`"
+    ) in report
+    assert "controls:\n" in result.message and "| number_matched |" in result.message
+    with pytest.raises(
+        RunError, match=r"task.controls: unknown control bogus; known: number_matched, process_only"
+    ):
+        study_report.run(compose_study(tmp_path, "task.controls=[bogus]"))
 
 
 def test_study_report_with_a_seed_missing(tmp_path: Path) -> None:
@@ -371,8 +460,8 @@ def test_study_report_with_a_seed_missing(tmp_path: Path) -> None:
     assert seed2["wc_minus_se"] is None
     report = (report_dir / "report.md").read_text()
     assert (
-        f"{ROW} 0.200 ± 0.000 | 0.500 ± 0.141 | 0.300 ± 0.141 | +0.200 ± 0.283 | +0.000..+0.400 | 2 of 3 seeds |"
-        in report
+        f"{ROW} 0.200 ± 0.000 | 0.500 ± 0.141 | 0.300 ± 0.141 | +0.200 ± 0.283 | +0.000..+0.400 | 2 of 3 seeds | "
+        "no difference found (interval ±0.600: underpowered) |" in report
     )
     assert f"| 2 {ROW} 0.400 | 0.800 | — | — | — |" in report
     command = (

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from compute_optimal import models
 from compute_optimal.prompts import get_template
 from compute_optimal.resolvers import model_config
-from compute_optimal.runs import SampleRun, TrainRun
+from compute_optimal.runs import EvalRun, SampleRun, TrainRun
 from compute_optimal.specs import Dataset, Model, TrainSettings
 from compute_optimal.training.module import lr_lambda
 from compute_optimal.training.regimes import Regime, RegimeError, pair_student
@@ -100,6 +100,83 @@ def test_select_examples_keeps_correct_dedups_and_caps() -> None:
     assert sum(e.problem_id == "a" for e in capped) == 2 and stats.after_dedup == 5
     with pytest.raises(KeyError, match="unknown problem"):
         select_examples(frame, {"a": "qa"}, str)
+
+
+def test_keep_process_correct_drops_lucky_and_unchecked_samples() -> None:
+    """data.keep=process: of the answer-correct samples only those with a valid chain stay; a lucky one (the
+    right answer by a wrong step) and one of a problem without a reference (verdict unknown) go."""
+    from compute_optimal.training.sft_data import keep_process_correct
+
+    a, b = PROBLEMS[0], PROBLEMS[1]
+    lucky = "I think it is " + a.answer + ". The answer is " + a.answer + "."
+    frame = pd.DataFrame(
+        {
+            "problem_id": [a.id, a.id, a.id, b.id, "gone"],
+            "sample_index": [0, 1, 2, 0, 0],
+            "level": [a.level, a.level, a.level, b.level, 1],
+            "gold_answer": [a.answer, a.answer, a.answer, b.answer, "7"],
+            "completion": [a.solution, lucky, "The answer is 0.", b.solution, "The answer is 7."],
+            "correct": [True, True, False, True, True],
+        }
+    )
+    kept = keep_process_correct(frame, [a, b])
+    assert kept["correct"].tolist() == [True, False, False, True, False]
+    assert kept.drop(columns="correct").equals(frame.drop(columns="correct"))  # nothing else changes
+    examples, stats = select_examples(kept, {a.id: "qa", b.id: "qb", "gone": "q"}, str)
+    assert [e.completion.strip() for e in examples] == [a.solution, b.solution] and stats.problems == 2
+
+
+def test_a_data_selection_names_its_own_training_folder_and_command() -> None:
+    """The controls (process-correct only, one solution per problem) sit beside the default students, never in
+    their folders; their commands select them; a bad value is refused by name."""
+    from compute_optimal.runs import RunError, Selection
+
+    def run(selection: Selection) -> TrainRun:
+        return TrainRun.of(
+            "out", "arith", "self_improvement", "s", "wc", "high", "compute", 0, selection=selection
+        )
+
+    assert run(Selection()).path.parts[-2] == "wc-high-compute"
+    assert run(Selection("process")).path.parts[-2] == "wc+process-high-compute"
+    both = run(Selection("process", 1))
+    assert both.path.parts[-2] == "wc+process+max1-high-compute"
+    assert "data.keep=process data.max_per_problem=1" in both.command
+    assert "data.keep" not in run(Selection()).command
+    assert Selection.split("wc+process+max1") == ("wc", Selection("process", 1))
+    assert Selection.split("se") == ("se", Selection())
+    evaluation = EvalRun.of_student("out", "arith", both, 0)
+    assert evaluation.path.parts[-2] == "wc+process+max1-high-compute"
+    assert (
+        "task.student.sampler=wc task.student.keep=process task.student.max_per_problem=1"
+        in evaluation.command
+    )
+    assert Selection.of({"keep": "answer", "max_per_problem": None}) == Selection()
+    with pytest.raises(RunError, match=r"data\.keep must be one of answer, process, got 'proces'"):
+        Selection("proces")
+    with pytest.raises(RunError, match=r"data\.max_per_problem must be null or >= 1, got 0"):
+        Selection.of({"max_per_problem": 0})
+
+
+def test_process_selection_is_refused_where_no_exact_check_reads_the_solutions(tmp_path: Path) -> None:
+    """data.keep=process on GSM8K: refused before any data or model is read, naming the fix."""
+    from compute_optimal.runs import RunError, Selection
+    from compute_optimal.training.stage import effective_trainer, plan_training
+
+    cfg = compose_train("pair=tiny", "dataset=gsm8k", "data.keep=process")
+    regime = Regime("self_improvement", model("tiny_random"), model("tiny_random"), model("tiny_random_x2"))
+    with pytest.raises(RunError, match=r"data.keep=process .* dataset gsm8k .* Use data.keep=answer"):
+        plan_training(
+            run=TrainRun(tmp_path / "run"),
+            regime=regime,
+            sampler="wc",
+            samples=None,
+            dataset=Dataset.from_config(cfg.dataset),
+            hparams=TrainSettings.from_config(cfg.train),
+            trainer=effective_trainer(OmegaConf.to_container(cfg.trainer, resolve=True), cuda_devices=0),
+            seed=0,
+            selection=Selection.of(cfg.data),
+        )
+    assert not (tmp_path / "run").exists()
 
 
 def test_length_buckets_cover_every_example_once_per_epoch_and_shard_over_ranks() -> None:
@@ -270,16 +347,21 @@ def test_training_stage_through_the_entry_point(tiny_data: Path) -> None:
         "progress=false",
         "train.max_steps=6",
         "train.batch_size=4",
-        "train.max_per_problem=1",
+        "data.max_per_problem=1",
+        "data.keep=process",
     )
     proc = run_cli(tiny_data, *args)
-    run_dir = tiny_data / "train/arith/self_improvement/tiny_random/se-high-compute/seed0"
+    run_dir = tiny_data / "train/arith/self_improvement/tiny_random/se+process+max1-high-compute/seed0"
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert "self_improvement: tiny_random on SE data" in proc.stdout
     assert summary["steps"] == 6 and [s for s, _ in summary["loss_curve"]] == [1, 2, 3, 4, 5, 6]
     assert summary["data_relation"] == "SE data" and summary["sampler"] == "se"
     assert summary["sampler_model"] == "tiny_random_x2"
     assert summary["num_examples"] == summary["num_problems"] <= 24  # max_per_problem=1
+    # The fixture's correct samples are reference solutions: all process-correct, all kept.
+    assert (
+        summary["keep"] == "process" and summary["correct_samples"] == summary["answer_correct_samples"] > 0
+    )
     assert 0 < summary["real_token_share"] <= 1
     assert summary["trained_tokens"] > 0 and summary["training_length"].startswith("6 optimizer steps")
     ckpt = Path(summary["model_dir"])

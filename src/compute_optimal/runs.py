@@ -46,6 +46,57 @@ def _budget_args(budget: str, mode: str) -> list[str]:
     return args + ([f"budget.mode={mode}"] if mode != "compute" else [])
 
 
+KEEP = ("answer", "process")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which of a sampling run's samples a student learns from (``data.keep``, ``data.max_per_problem`` of
+    conf/train.yaml): every sample whose final answer is right (``answer``, the paper's filter) or only those
+    the exact process check passes (``process``); all of a problem's distinct solutions or at most
+    ``max_per_problem``. Anything but the default names its own training folder (``wc+process-high-compute``,
+    ``se+max1-high-compute``), so the study's controls sit beside the students they control."""
+
+    keep: str = "answer"
+    max_per_problem: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP:
+            raise RunError(f"data.keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
+        if self.max_per_problem is not None and (
+            isinstance(self.max_per_problem, bool) or int(self.max_per_problem) < 1
+        ):
+            raise RunError(f"data.max_per_problem must be null or >= 1, got {self.max_per_problem!r}")
+
+    @classmethod
+    def of(cls, node: Mapping[str, Any]) -> Selection:
+        """From a config node with ``keep`` and ``max_per_problem`` (data: of train.yaml, task.student: of eval)."""
+        cap = node.get("max_per_problem")
+        return cls(str(node.get("keep", "answer")), None if cap is None else int(cap))
+
+    @property
+    def suffix(self) -> str:
+        """The folder name's mark of this selection: "" for the default."""
+        return ("+process" if self.keep == "process" else "") + (
+            f"+max{self.max_per_problem}" if self.max_per_problem is not None else ""
+        )
+
+    @classmethod
+    def split(cls, data: str) -> tuple[str, Selection]:
+        """A folder's data part (``wc+process+max1``) -> (``wc``, its selection): :attr:`suffix` read back."""
+        sampler, *marks = data.split("+")
+        keep = "process" if "process" in marks else "answer"
+        caps = [int(m[3:]) for m in marks if re.fullmatch(r"max\d+", m)]
+        return sampler, cls(keep, caps[0] if caps else None)
+
+    def overrides(self, prefix: str = "data") -> list[str]:
+        """The overrides that select it (none for the default): ``data.*`` of run_train.py, or
+        ``task.student.*`` of run_eval.py."""
+        return ([f"{prefix}.keep={self.keep}"] if self.keep != "answer" else []) + (
+            [f"{prefix}.max_per_problem={self.max_per_problem}"] if self.max_per_problem is not None else []
+        )
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """A run's folder: its completion marker (written last, atomically), its config signature, and the
@@ -147,8 +198,9 @@ class SampleRun(RunFolder):
 
 @dataclass(frozen=True)
 class TrainRun(RunFolder):
-    """A fine-tuning run: ``<outputs>/train/<dataset>/<regime>/<student>/<sampler>-<budget>-<mode>/seed<seed>``,
-    where ``sampler`` (wc | se | reference) says whose solutions the student learned from."""
+    """A fine-tuning run: ``<outputs>/train/<dataset>/<regime>/<student>/<sampler><selection>-<budget>-<mode>/seed<seed>``,
+    where ``sampler`` (wc | se | reference) says whose solutions the student learned from and ``selection``
+    (:class:`Selection`, empty by default) which of them."""
 
     SUMMARY: ClassVar[str] = "train_summary.json"
 
@@ -164,18 +216,20 @@ class TrainRun(RunFolder):
         mode: str,
         seed: int,
         pair: str | None = None,
+        selection: Selection | None = None,
     ) -> TrainRun:
+        selection = selection or Selection()
         path = (
             Path(outputs)
             / "train"
             / dataset
             / regime
             / student
-            / f"{sampler}-{budget_dir(budget, mode)}"
+            / f"{sampler}{selection.suffix}-{budget_dir(budget, mode)}"
             / f"seed{seed}"
         )
         args = [*([f"pair={pair}"] if pair else []), f"regime={regime}", f"data.sampler={sampler}",
-                f"dataset={dataset}", *_budget_args(budget, mode)]  # fmt: skip
+                *selection.overrides(), f"dataset={dataset}", *_budget_args(budget, mode)]  # fmt: skip
         return cls(path, _command("run_train.py", args, seed))
 
     @property
@@ -217,9 +271,11 @@ class EvalRun(RunFolder):
     ) -> EvalRun:
         regime, _, data = trained.label.split("/")
         sampler, budget = data.split("-", 1)
+        sampler, selection = Selection.split(sampler)
         name, mode = budget.rsplit("-", 1)
         args = [*([f"pair={pair}"] if pair else []), "task=evaluate", f"dataset={dataset}", f"task.student.regime={regime}",
-                f"task.student.sampler={sampler}", *_budget_args(name, mode)]  # fmt: skip
+                f"task.student.sampler={sampler}", *selection.overrides("task.student"),
+                *_budget_args(name, mode)]  # fmt: skip
         path = cls._path(outputs, dataset, trained.label, seed)
         return cls(path, _command("run_eval.py", args, seed), trained.label)
 

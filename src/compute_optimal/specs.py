@@ -154,7 +154,6 @@ class TrainSettings:
     schedule: str = "cosine"
     num_shots: int | None = 0
     dedup: bool = True
-    max_per_problem: int | None = None
     dtype: str = "float32"
     freeze_embeddings: bool = False
     gradient_checkpointing: bool = False

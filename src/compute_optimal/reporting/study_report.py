@@ -11,6 +11,11 @@ Several seeds (seed s: the training data sampled with seed s, the student traine
 seed s): one :class:`Comparison` per seed, and per row an :class:`Aggregate` over the seeds that
 finished: mean, sample standard deviation and range (min..max) of each accuracy and of WC − SE. With
 one seed the report is the single-seed report, without aggregates.
+
+Each headline row ends in a verdict on the paper's claim (:func:`verdict`): reproduced (WC − SE above zero),
+reversed (below zero) or no difference, from each seed's paired interval. Beside the compute-matched students,
+*controls* test the mechanism (:data:`CONTROLS`): WC at SE's sample count, students trained only on
+process-correct samples, one solution per problem; they have a section of their own.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ from .. import runs
 from ..metrics import paired_bootstrap
 
 REPORT, DATA = "report.md", "study.json"
+MAIN = "compute_matched"  # the paper's comparison: WC and SE data at the same sampling FLOPs
+CONTROLS = {  # name -> what its row compares (the stage finds the runs: stages/study_report.py)
+    MAIN: "WC vs SE data at equal sampling compute",
+    "number_matched": "WC data at SE's sample count (a third of the compute) vs SE data",
+    "process_only": "only process-correct samples of each (data.keep=process)",
+    "one_per_problem": "one solution per covered problem of each (data.max_per_problem=1)",
+}
+POWER = 0.03  # an interval's half-width above this is too wide to call "no difference"
 
 
 @dataclass
@@ -60,11 +73,12 @@ class Comparison:
     difference: tuple[float, float, float] | None = None  # WC - SE, CI low, CI high
     num_problems: int = 0
     seed: int = 0  # sampling, training and evaluation seed
+    control: str = MAIN  # one of CONTROLS
 
     @property
-    def row(self) -> tuple[str, str, str, str]:
-        """What the seeds of one row share: (dataset, budget, regime, student)."""
-        return self.dataset, self.budget, self.regime, self.student
+    def row(self) -> tuple[str, str, str, str, str]:
+        """What the seeds of one row share: (dataset, budget, regime, student, control)."""
+        return self.dataset, self.budget, self.regime, self.student, self.control
 
     @property
     def finished(self) -> bool:
@@ -162,8 +176,9 @@ def compare(
     *,
     seed: int = 0,
     resamples: int = 2000,
+    control: str = MAIN,
 ) -> Comparison:
-    comp = Comparison(dataset, budget, regime, student, base, wc, se, train, seed=seed)
+    comp = Comparison(dataset, budget, regime, student, base, wc, se, train, seed=seed, control=control)
     if wc.per_problem is not None and se.per_problem is not None:
         common = wc.per_problem.index.intersection(se.per_problem.index)
         if len(common):
@@ -175,6 +190,25 @@ def compare(
                 seed=seed,
             )
     return comp
+
+
+def verdict(comparisons: Sequence[Comparison]) -> str:
+    """The paper's claim on one row, from each finished seed's paired 95% interval of WC − SE: "reproduced"
+    (every interval above zero), "reversed" (every one below), "no difference" (every one holds zero and is
+    at most ±POWER wide), else what keeps it from a verdict."""
+    done = [c.difference for c in comparisons if c.difference is not None]
+    if not done:
+        return "—"
+    if all(lo > 0 for _, lo, _ in done):
+        return "reproduced"
+    if all(hi < 0 for _, _, hi in done):
+        return "reversed"
+    if all(lo <= 0 <= hi for _, lo, hi in done):
+        wide = max((hi - lo) / 2 for _, lo, hi in done)
+        return (
+            "no difference" if wide <= POWER else f"no difference found (interval ±{wide:.3f}: underpowered)"
+        )
+    return "seeds disagree"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -198,60 +232,92 @@ def _range(s: Spread | None) -> str:
     return "—" if s is None else f"{s.min:+.3f}..{s.max:+.3f}"
 
 
-def headline_table(comparisons: Sequence[Comparison]) -> str:
-    """One row per (dataset, budget, regime); over several seeds each cell is mean ± sample standard
-    deviation over the finished seeds (:func:`seed_table` has each seed's row)."""
+def main_rows(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    """The compute-matched comparisons (the headline); the rest are controls."""
+    return [c for c in comparisons if c.control == MAIN]
+
+
+def control_rows(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    return [c for c in comparisons if c.control != MAIN]
+
+
+def headline_table(comparisons: Sequence[Comparison], *, controls: bool = False) -> str:
+    """One row per (dataset, budget, regime) and its verdict; over several seeds each cell is mean ± sample
+    standard deviation over the finished seeds (:func:`seed_table` has each seed's row). ``controls``: the
+    control rows instead, with a column naming the control."""
+    rows = control_rows(comparisons) if controls else main_rows(comparisons)
     if several_seeds(comparisons):
-        return mean_table(aggregate(comparisons))
-    return seed_table(comparisons, with_seed=False)
+        return mean_table(aggregate(rows), controls=controls)
+    return seed_table(rows, with_seed=False, controls=controls, verdicts=True)
 
 
-def mean_table(aggregates: Sequence[Aggregate]) -> str:
+def _control_cells(controls: bool) -> tuple[str, str]:
+    return ("| control ", "| --- ") if controls else ("", "")
+
+
+def mean_table(aggregates: Sequence[Aggregate], *, controls: bool = False) -> str:
+    head, rule = _control_cells(controls)
     rows = [
-        "| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (mean ± sd) | "
-        "WC − SE (min..max) | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"{head}| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (mean ± sd) | "
+        "WC − SE (min..max) | seeds | verdict |",
+        f"{rule}| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for a in aggregates:
         c = a.first
         rows.append(
-            f"| {c.dataset} | {c.budget} | {c.regime} | {c.student} | {_mean_sd(a.spread('base'))} | "
+            (f"| {c.control} " if controls else "")
+            + f"| {c.dataset} | {c.budget} | {c.regime} | {c.student} | {_mean_sd(a.spread('base'))} | "
             f"{_mean_sd(a.spread('wc'))} | {_mean_sd(a.spread('se'))} | {_mean_sd(a.spread('wc_minus_se'), '+')} | "
-            f"{_range(a.spread('wc_minus_se'))} | {a.progress} |"
+            f"{_range(a.spread('wc_minus_se'))} | {a.progress} | {verdict(a.finished)} |"
         )
     return "\n".join(rows)
 
 
-def seed_table(comparisons: Sequence[Comparison], *, with_seed: bool = True) -> str:
-    """A row per comparison (per seed), with its paired-bootstrap interval; ``with_seed`` adds the seed."""
+def seed_table(
+    comparisons: Sequence[Comparison],
+    *,
+    with_seed: bool = True,
+    controls: bool = False,
+    verdicts: bool = False,
+) -> str:
+    """A row per comparison (per seed), with its paired-bootstrap interval; ``with_seed`` adds the seed,
+    ``controls`` the control, ``verdicts`` the verdict of each row on its own (the single-seed headline)."""
     seed_head, seed_rule = ("| seed ", "| --- ") if with_seed else ("", "")
+    head, rule = _control_cells(controls)
+    verdict_head, verdict_rule = (" verdict |", " --- |") if verdicts else ("", "")
     rows = [
-        f"{seed_head}| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (95% CI) | problems |",
-        f"{seed_rule}| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"{seed_head}{head}| dataset | budget | regime | student | base | after WC data | after SE data | WC − SE (95% CI) | problems |{verdict_head}",
+        f"{seed_rule}{rule}| --- | --- | --- | --- | --- | --- | --- | --- | --- |{verdict_rule}",
     ]
     for c in comparisons:
         rows.append(
             (f"| {c.seed} " if with_seed else "")
+            + (f"| {c.control} " if controls else "")
             + f"| {c.dataset} | {c.budget} | {c.regime} | {c.student} | {_fmt(c.base.metric('pass@1_greedy'))} | "
             f"{_fmt(c.wc.metric('pass@1_greedy'))} | {_fmt(c.se.metric('pass@1_greedy'))} | {_diff(c)} | "
-            f"{c.num_problems or '—'} |"
+            f"{c.num_problems or '—'} |" + (f" {verdict([c])} |" if verdicts else "")
         )
     return "\n".join(rows)
 
 
 def console_text(comparisons: Sequence[Comparison]) -> str:
-    """What the stage prints: the headline table, and over several seeds each seed's row too."""
-    if not several_seeds(comparisons):
-        return headline_table(comparisons)
-    return f"{headline_table(comparisons)}\n\nper seed:\n{seed_table(comparisons)}"
+    """What the stage prints: the headline table, and over several seeds each seed's row too; then the controls."""
+    text = headline_table(comparisons)
+    if several_seeds(comparisons):
+        text += f"\n\nper seed:\n{seed_table(main_rows(comparisons))}"
+    if control_rows(comparisons):
+        text += f"\n\ncontrols:\n{headline_table(comparisons, controls=True)}"
+    return text
 
 
 def _detail_table(comparisons: Sequence[Comparison]) -> str:
     seeds = several_seeds(comparisons)
     rows = [
         ("| seed " if seeds else "")
-        + "| regime | budget | model | pass@1 (greedy) | mean@n | maj@n | pass@n | n | train examples | steps | final loss |",
-        ("| --- " if seeds else "") + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        + "| regime | budget | model | pass@1 (greedy) | pass@1 (greedy, by process) | mean@n | maj@n | pass@n | n | "
+        "train examples | steps | final loss |",
+        ("| --- " if seeds else "")
+        + "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in comparisons:
         for cell, sampler in ((c.base, None), (c.wc, "wc"), (c.se, "se")):
@@ -260,7 +326,8 @@ def _detail_table(comparisons: Sequence[Comparison]) -> str:
             t = c.train.get(sampler) or {} if sampler else {}
             rows.append(
                 (f"| {c.seed} " if seeds else "")
-                + f"| {c.regime} | {c.budget} | {cell.label} | {_fmt(s.get('pass@1_greedy'))} | {_fmt(s.get(f'mean@{n}'))} "
+                + f"| {c.regime} | {c.budget} | {cell.label} | {_fmt(s.get('pass@1_greedy'))} "
+                f"| {_fmt(s.get('pass@1_greedy_process'))} | {_fmt(s.get(f'mean@{n}'))} "
                 f"| {_fmt(s.get(f'maj@{n}'))} | {_fmt(s.get(f'pass@{n}'))} | {n or '—'} | {t.get('num_examples', '—')} "
                 f"| {t.get('steps', '—')} | {_fmt(t.get('final_loss'))} |"
             )
@@ -277,13 +344,14 @@ def _bars(a: Aggregate, key: str, seeds: bool) -> tuple[float, float]:
 
 def _row_label(c: Comparison, a: Aggregate | None = None, sep: str = " · ") -> str:
     progress = f"\n{a.progress}" if a is not None else ""
-    return f"{c.regime}{sep}{c.student} · {c.budget}{progress}"
+    control = "" if c.control == MAIN else f" · {c.control}"
+    return f"{c.regime}{sep}{c.student} · {c.budget}{control}{progress}"
 
 
 def draw_accuracy(path: Path, comparisons: Sequence[Comparison]) -> Path:
     """Grouped bars: base / after WC data / after SE data, one group per (regime, budget); over several
     seeds the mean with the sample standard deviation as error bar."""
-    seeds, rows = several_seeds(comparisons), aggregate(comparisons)
+    seeds, rows = several_seeds(comparisons), aggregate(main_rows(comparisons))
     fig = Figure(figsize=(max(5.0, 1.9 * len(rows) + 1.5), 3.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(rows))
@@ -304,9 +372,11 @@ def draw_accuracy(path: Path, comparisons: Sequence[Comparison]) -> Path:
 
 def draw_differences(path: Path, comparisons: Sequence[Comparison]) -> Path:
     """WC − SE accuracy differences with their bootstrap intervals; over several seeds each seed's (light,
-    one line each) and the mean ± sample standard deviation (black diamond) per row."""
+    one line each) and the mean ± sample standard deviation (black diamond) per row; the controls below the
+    compute-matched rows, named."""
     seeds = several_seeds(comparisons)
-    rows = [a for a in aggregate(comparisons) if any(c.difference is not None for c in a.comparisons)]
+    ordered = [*main_rows(comparisons), *control_rows(comparisons)]
+    rows = [a for a in aggregate(ordered) if any(c.difference is not None for c in a.comparisons)]
     size = (8.5, 1.2 * max(1, len(rows)) + 1.4) if seeds else (6.0, 0.6 * max(1, len(rows)) + 1.4)
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.subplots()
@@ -340,7 +410,9 @@ def draw_differences(path: Path, comparisons: Sequence[Comparison]) -> Path:
 def draw_loss_curves(path: Path, comparisons: Sequence[Comparison]) -> Path:
     """Training loss per step, WC data vs SE data, one panel per (regime, budget), one line per seed."""
     seeds = several_seeds(comparisons)
-    panels = [a for a in aggregate(comparisons) if any(any(c.train.values()) for c in a.comparisons)]
+    panels = [
+        a for a in aggregate(main_rows(comparisons)) if any(any(c.train.values()) for c in a.comparisons)
+    ]
     fig = Figure(figsize=(max(4.8, 4.2 * max(1, len(panels))), 3.4), layout="constrained")
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     for ax, a in zip(axes, panels, strict=False):
@@ -405,7 +477,9 @@ def render(
         "Test accuracy of students fine-tuned on compute-matched data from the weaker-cheaper (WC) and the "
         "stronger-expensive (SE) sampler. Accuracy: pass@1 of greedy decoding on the test split. "
         "WC − SE: difference of the two students' accuracies, 95% CI from a paired bootstrap over test problems "
-        "(2,000 resamples)."
+        "(2,000 resamples). Verdict: *reproduced* where every seed's interval lies above zero (WC data better, "
+        f"the paper's finding), *reversed* where every one lies below, *no difference* where every one holds zero "
+        f"and is at most ±{POWER} wide."
     )
     if seeds:
         intro += (
@@ -424,7 +498,19 @@ def render(
         f"![differences]({figures['differences'].name})",
     ]
     if seeds:
-        parts += ["## Per seed", seed_table(comparisons)]
+        parts += ["## Per seed", seed_table(main_rows(comparisons))]
+    controls = control_rows(comparisons)
+    if controls:
+        named = dict.fromkeys(c.control for c in controls)
+        parts += [
+            "## Controls",
+            "Students that test the mechanism behind the headline, WC − SE as there: "
+            + "; ".join(f"**{name}**: {CONTROLS.get(name, name)}" for name in named)
+            + ".",
+            headline_table(comparisons, controls=True),
+        ]
+        if seeds:
+            parts += [seed_table(controls, controls=True)]
     parts += [
         "## All metrics",
         _detail_table(comparisons),
@@ -467,6 +553,8 @@ def study_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
                 "budget": c.budget,
                 "regime": c.regime,
                 "student": c.student,
+                "control": c.control,
+                "verdict": verdict([c]),
                 "base": c.base.metric("pass@1_greedy"),
                 "wc": c.wc.metric("pass@1_greedy"),
                 "se": c.se.metric("pass@1_greedy"),
@@ -491,6 +579,8 @@ def aggregate_data(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
                 "budget": c.budget,
                 "regime": c.regime,
                 "student": c.student,
+                "control": c.control,
+                "verdict": verdict(a.finished),
                 "seeds": a.seeds,
                 "seeds_finished": [f.seed for f in a.finished],
                 "progress": a.progress,

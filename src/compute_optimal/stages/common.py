@@ -135,6 +135,7 @@ def train_run(cfg: DictConfig) -> runs.TrainRun:
         cfg.budget.mode,
         cfg.seed,
         pair=cfg.pair.name,
+        selection=runs.Selection.of(cfg.data),
     )
 
 
@@ -151,6 +152,7 @@ def student_train_run(cfg: DictConfig) -> runs.TrainRun:
         sel.budget_mode,
         sel.seed,
         pair=cfg.pair.name,
+        selection=runs.Selection.of(sel),
     )
 
 

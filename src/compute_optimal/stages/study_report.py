@@ -19,6 +19,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .. import runs
 from ..reporting.study_report import (
+    CONTROLS,
+    MAIN,
     Comparison,
     aggregate_data,
     compare,
@@ -50,10 +52,33 @@ def seeds_of(cfg: DictConfig) -> list[int]:
     return seeds
 
 
+# What each control trains on, per sampler: (budget mode, data selection). SE is the budget's reference model,
+# so its number-matched data is its compute-matched data.
+_CONTROL_DATA: dict[str, dict[str, tuple[str, runs.Selection]]] = {
+    MAIN: {"wc": ("compute", runs.Selection()), "se": ("compute", runs.Selection())},
+    "number_matched": {"wc": ("number", runs.Selection()), "se": ("compute", runs.Selection())},
+    "process_only": {"wc": ("compute", runs.Selection("process")), "se": ("compute", runs.Selection("process"))},
+    "one_per_problem": {"wc": ("compute", runs.Selection(max_per_problem=1)),
+                        "se": ("compute", runs.Selection(max_per_problem=1))},
+}  # fmt: skip
+assert set(_CONTROL_DATA) == set(CONTROLS)
+
+
+def controls_of(cfg: DictConfig) -> list[str]:
+    """``task.controls``: names of :data:`CONTROLS` (besides the compute-matched rows, always there)."""
+    names = list(cfg.task.get("controls") or [])
+    unknown = [n for n in names if n not in CONTROLS or n == MAIN]
+    if unknown:
+        known = ", ".join(n for n in CONTROLS if n != MAIN)
+        raise runs.RunError(f"task.controls: unknown control {', '.join(map(str, unknown))}; known: {known}")
+    return names
+
+
 def trained_runs(
-    cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int
+    cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int, control: str = MAIN
 ) -> dict[str, runs.TrainRun]:
-    """The training runs of ``regime``'s student on WC and on SE data (compute-matched ``budget``), by sampler."""
+    """The training runs of ``regime``'s student on WC and on SE data at ``budget`` (compute-matched, or as
+    ``control`` says), by sampler."""
     student = student_name(regime, cfg.pair)
     return {
         sampler: runs.TrainRun.of(
@@ -63,23 +88,27 @@ def trained_runs(
             student,
             sampler,
             budget,
-            "compute",
+            mode,
             seed,
             pair=cfg.pair.name,
+            selection=selection,
         )
-        for sampler in ("wc", "se")
+        for sampler, (mode, selection) in _CONTROL_DATA[control].items()
     }
 
 
-def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int) -> Comparison:
+def comparison(
+    cfg: DictConfig, dataset: str, regime: str, budget: str, seed: int, control: str = MAIN
+) -> Comparison:
     """One row of the report for one seed: the base student, and the students trained on WC and on SE data."""
     outputs = cfg.paths.outputs
     student = student_name(regime, cfg.pair)
     base = load_cell(f"{student} (base)", runs.EvalRun.of_base(outputs, dataset, student, seed))
     cells, train = {}, {}
-    for sampler, trained in trained_runs(cfg, dataset, regime, budget, seed).items():
+    mark = "" if control == MAIN else f" ({control})"
+    for sampler, trained in trained_runs(cfg, dataset, regime, budget, seed, control).items():
         evaluation = runs.EvalRun.of_student(outputs, dataset, trained, seed, pair=cfg.pair.name)
-        cells[sampler] = load_cell(f"{student} after {sampler.upper()} data", evaluation)
+        cells[sampler] = load_cell(f"{student} after {sampler.upper()} data{mark}", evaluation)
         train[sampler] = trained.read_summary() if trained.is_finished() else None
     return compare(
         dataset,
@@ -92,6 +121,7 @@ def comparison(cfg: DictConfig, dataset: str, regime: str, budget: str, seed: in
         train,
         seed=seed,
         resamples=cfg.task.bootstrap_resamples,
+        control=control,
     )
 
 
@@ -99,11 +129,19 @@ def run(cfg: DictConfig) -> StageResult:
     """Gather every finished evaluation of the study and write the WC-vs-SE report."""
     task = cfg.task
     seeds = seeds_of(cfg)
+    controls = controls_of(cfg)
     comparisons = [
         comparison(cfg, dataset, regime, budget, seed)
         for dataset in task.datasets
         for regime in task.regimes
         for budget in task.budgets
+        for seed in seeds
+    ] + [
+        comparison(cfg, dataset, regime, budget, seed, control)
+        for control in controls
+        for dataset in task.datasets
+        for regime in task.regimes
+        for budget in task.get("control_budgets") or task.budgets
         for seed in seeds
     ]
     if not any(c.base.done or c.wc.done or c.se.done for c in comparisons):

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from ..data import select_subset
 from ..devices import cuda_devices
 from ..models import check_available, resolve_checkpoint
+from ..runs import Selection
 from ..specs import Dataset, TrainSettings, plain
 from ..training.regimes import Regime
 from ..training.stage import effective_trainer, plan_training, run_training
@@ -55,6 +56,7 @@ def run(cfg: DictConfig) -> StageResult:
         ),
         seed=cfg.seed,
         logger=plain(cfg.get("logger")),
+        selection=Selection.of(cfg.data),
     )
     if run_folder.finished_as(plan.signature):  # other settings, student or data: refused by name
         log.info("%s is finished; skipping", run_folder.path)

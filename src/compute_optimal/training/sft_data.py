@@ -75,6 +75,21 @@ def select_examples(
     return examples, stats
 
 
+def keep_process_correct(samples: pd.DataFrame, problems: Sequence[Any]) -> pd.DataFrame:
+    """``samples`` with ``correct`` narrowed to the samples the exact process check passes (the right answer
+    by a valid chain; an unknown verdict is not kept): the process-correct-only control of the study."""
+    from ..judge import CORRECT
+    from ..process_check import sample_verdicts
+
+    verdicts = sample_verdicts(samples, {p.id: p for p in problems})
+    ok = verdicts[verdicts["verdict"] == CORRECT]
+    good = set(zip(ok["problem_id"], ok["sample_index"], strict=True))
+    passed = [
+        (str(p), int(i)) in good for p, i in zip(samples["problem_id"], samples["sample_index"], strict=True)
+    ]
+    return samples.assign(correct=samples["correct"].astype(bool) & pd.Series(passed, index=samples.index))
+
+
 def tokenize(examples: Sequence[SFTExample], tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
     """Token ids and labels (prompt tokens masked); examples longer than max_length are left-truncated
     in the prompt, never in the solution, so the loss always sees whole solutions. A leading BOS token

@@ -26,6 +26,7 @@ from .. import runs
 from ..data import Problem
 from ..devices import DeviceError
 from ..errors import UserError
+from ..process_check import EXACT_FORMATS
 from ..prompts import get_template
 from ..runs import SampleRun, TrainRun
 from ..specs import Dataset, Model, TrainSettings
@@ -53,6 +54,7 @@ class TrainingPlan:
     logger: dict[str, Any] | None = None
     signature: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # reference data: the problems it solves
+    selection: runs.Selection = field(default_factory=runs.Selection)  # which samples it learns from
 
     @property
     def student(self) -> Model:
@@ -114,11 +116,21 @@ def plan_training(
     seed: int,
     logger: Mapping[str, Any] | None = None,
     problems: list[Problem] | None = None,
+    selection: runs.Selection | None = None,
 ) -> TrainingPlan:
     """Check the regime and that the data's sampling run is finished; raises RegimeError / RunError.
 
     ``sampler`` "reference": the student learns the dataset's reference solutions of ``problems`` (one
-    each; ``samples`` is None), the problems a sampling run of the same config samples."""
+    each; ``samples`` is None), the problems a sampling run of the same config samples. ``selection``: which
+    of the samples (default: every answer-correct one; ``data.keep=process`` needs a dataset the exact process
+    check reads)."""
+    selection = selection or runs.Selection()
+    if selection.keep == "process" and dataset.answer_format not in EXACT_FORMATS:
+        raise runs.RunError(
+            f"data.keep=process keeps the samples that the exact process check passes, which reads "
+            f"{', '.join(sorted(EXACT_FORMATS))} solutions; dataset {dataset.name} has answer format "
+            f"{dataset.answer_format!r}. Use data.keep=answer."
+        )
     sampler_model = regime.sampler_model(sampler)
     if sampler_model is None:
         if not problems or any(not p.solution for p in problems):
@@ -149,6 +161,7 @@ def plan_training(
         "sampler": sampler,
         "sampler_model": sampler_model.name if sampler_model else REFERENCE,
         "samples": data_source,
+        "selection": {"keep": selection.keep, "max_per_problem": selection.max_per_problem},
         "hparams": hparams.as_dict(),
         "trainer": {
             k: trainer.get(k)
@@ -175,6 +188,7 @@ def plan_training(
         dict(logger) if logger else None,
         signature,
         list(problems or []) if sampler_model is None else [],
+        selection,
     )
 
 
@@ -183,7 +197,7 @@ def build_examples(
 ) -> tuple[list[dict], dict[str, Any]]:
     """Correct samples of the plan's sampling run (or the reference solutions of its problems) ->
     tokenized SFT examples, and their statistics."""
-    from .sft_data import select_examples, tokenize
+    from .sft_data import keep_process_correct, select_examples, tokenize
 
     hp = plan.hparams
     if plan.samples is None:
@@ -197,13 +211,16 @@ def build_examples(
         )
     else:
         samples = pd.read_parquet(plan.samples.samples_path)
+    answer_correct = int(samples["correct"].astype(bool).sum())
+    if plan.selection.keep == "process":
+        samples = keep_process_correct(samples, problems)
     template = get_template(plan.dataset.prompt.template, hp.num_shots)
     examples, stats = select_examples(
         samples,
         {p.id: p.question for p in problems},
         template.render,
         dedup=hp.dedup,
-        max_per_problem=hp.max_per_problem,
+        max_per_problem=plan.selection.max_per_problem,
         seed=plan.seed,
     )
     if not examples:
@@ -213,12 +230,14 @@ def build_examples(
         )
     items = tokenize(examples, tokenizer, hp.max_length)
     info = {
-        "correct_samples": stats.correct_samples,
+        "answer_correct_samples": answer_correct,
+        "keep": plan.selection.keep,
+        "correct_samples": stats.correct_samples,  # those kept: process-correct ones with data.keep=process
         "after_dedup": stats.after_dedup,
         "num_examples": len(items),
         "num_problems": stats.problems,
         "dedup": hp.dedup,
-        "max_per_problem": hp.max_per_problem,
+        "max_per_problem": plan.selection.max_per_problem,
         "example_tokens": sum(len(x["input_ids"]) for x in items),
         "solution_tokens": sum(sum(1 for t in x["labels"] if t != -100) for x in items),
     }
