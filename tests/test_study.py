@@ -273,6 +273,12 @@ def test_study_report_config_names_its_seeds(tmp_path: Path) -> None:
     for bad in ("task.seeds=[]", "task.seeds=[1,1]"):
         with pytest.raises(RunError, match=r"task\.seeds"):
             seeds_of(compose_study(tmp_path, bad))
+    assert seeds_of(three, "control_seeds") == [0, 1, 2]  # null: the report's seeds
+    assert seeds_of(
+        compose_study(tmp_path, "task.seeds=[0,1,2]", "task.control_seeds=[0]"), "control_seeds"
+    ) == [0]
+    with pytest.raises(RunError, match=r"task\.control_seeds names a seed twice"):
+        seeds_of(compose_study(tmp_path, "task.control_seeds=[0,0]"), "control_seeds")
 
 
 def test_study_report_single_seed_is_the_single_seed_report(tmp_path: Path) -> None:

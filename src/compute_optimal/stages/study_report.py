@@ -39,16 +39,19 @@ def _trained_on(cfg: DictConfig, dataset: str) -> str:
     return str(OmegaConf.load(path).get("train_dataset", dataset))
 
 
-def seeds_of(cfg: DictConfig) -> list[int]:
-    """``task.seeds``: distinct integers, at least one (a single integer is taken as a list of one)."""
-    value = cfg.task.seeds
+def seeds_of(cfg: DictConfig, key: str = "seeds") -> list[int]:
+    """``task.seeds`` (or ``task.control_seeds``, null: the same): distinct integers, at least one (a single
+    integer is taken as a list of one)."""
+    value = cfg.task.get(key)
+    if value is None and key != "seeds":
+        return seeds_of(cfg)
     seeds = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise runs.RunError(
-            f"task.seeds must be a non-empty list of integers, e.g. task.seeds=[0,1,2]; got {value}"
+            f"task.{key} must be a non-empty list of integers, e.g. task.{key}=[0,1,2]; got {value}"
         )
     if len(set(seeds)) != len(seeds):
-        raise runs.RunError(f"task.seeds names a seed twice: {seeds}")
+        raise runs.RunError(f"task.{key} names a seed twice: {seeds}")
     return seeds
 
 
@@ -142,7 +145,7 @@ def run(cfg: DictConfig) -> StageResult:
         for dataset in task.datasets
         for regime in task.regimes
         for budget in task.get("control_budgets") or task.budgets
-        for seed in seeds
+        for seed in seeds_of(cfg, "control_seeds")
     ]
     if not any(c.base.done or c.wc.done or c.se.done for c in comparisons):
         first = comparisons[0].base.run.command if comparisons else "python run_eval.py task=evaluate"
