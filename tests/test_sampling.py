@@ -257,6 +257,31 @@ def test_problem_seed_is_stable_and_spread() -> None:
     assert problem_seed(1, "p1") != problem_seed(0, "p1")
 
 
+def test_each_problem_is_sampled_with_its_own_seed(tmp_path: Path, tiny_checkpoint: str) -> None:
+    """The stage seeds problem p's request with problem_seed(seed, p.id): samples of two problems are
+    independent, and a problem's samples do not depend on which others share its run or chunk."""
+    plan = make_plan(tmp_path / "run", chunk_size=2, seed=3)
+    seen: dict[str, int] = {}
+
+    class Recording(Engine):
+        name = "hf"
+
+        def __init__(self):
+            self.inner = build_engine(tiny_checkpoint, "hf")
+
+        def close(self):
+            self.inner.close()
+
+        def generate(self, requests, settings):
+            seen.update({r.prompt: r.seed for r in requests})
+            return self.inner.generate(requests, settings)
+
+    with LazyEngine(Recording) as engine:
+        run_sampling(plan, engine, progress=False)
+    expected = {plan.template.render(p.question): problem_seed(3, p.id) for p in PROBLEMS}
+    assert seen == expected and len(set(seen.values())) == len(PROBLEMS)
+
+
 def test_resume_after_a_crash_in_the_middle(tmp_path: Path, tiny_checkpoint: str) -> None:
     """An engine that dies after two chunks: the relaunch redoes only the rest, every sample once."""
     plan = make_plan(tmp_path / "run", chunk_size=1)
