@@ -73,9 +73,12 @@ def arith_split(split: str = "train") -> list[Problem]:
     return generate_split(split, levels=list(loader.levels), **kwargs)
 
 
-def write_eval_run(run: runs.EvalRun, correct: Sequence[bool | int]) -> dict[str, Any]:
+def write_eval_run(
+    run: runs.EvalRun, correct: Sequence[bool | int], per_level: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A finished evaluation whose greedy answer to problem ``p<i>`` is right where ``correct[i]`` is:
-    ``greedy/samples.parquet`` (problem_id, correct), then ``eval_summary.json``. Returns the summary."""
+    ``greedy/samples.parquet`` (problem_id, correct), then ``eval_summary.json`` (with ``per_level`` as its
+    ``greedy_per_level``). Returns the summary."""
     greedy = pd.DataFrame(
         {"problem_id": [f"p{i}" for i in range(len(correct))], "correct": [bool(c) for c in correct]}
     )
@@ -86,6 +89,7 @@ def write_eval_run(run: runs.EvalRun, correct: Sequence[bool | int]) -> dict[str
         "num_problems": len(correct),
         "pass@1_greedy": float(greedy["correct"].mean()),
         "greedy_problems": len(correct),
+        **({"greedy_per_level": per_level} if per_level is not None else {}),
     }
     run.write_summary(summary)
     return summary

@@ -436,6 +436,51 @@ def test_study_report_controls_have_their_own_section_and_runs(tmp_path: Path) -
         study_report.run(compose_study(tmp_path, "task.controls=[bogus]"))
 
 
+def test_study_report_per_level_table_is_the_mean_over_seeds(tmp_path: Path) -> None:
+    """Each evaluation's greedy pass@1 per level (by answer and by process) -> one table per row, the mean over
+    the finished seeds; a model without process figures shows the answer only."""
+    from compute_optimal.runs import EvalRun
+    from compute_optimal.stages import study_report
+    from tests.fake_runs import write_eval_run
+
+    write_study_runs(tmp_path, [0, 1])
+    levels = {  # (seed, model) -> level 1 and 2 (answer, process)
+        (0, "base"): ((0.5, 0.25), (0.25, 0.0)),
+        (1, "base"): ((0.5, 0.75), (0.75, 0.5)),
+        (0, "wc"): ((1.0, 0.5), (0.5, 0.5)),
+        (1, "wc"): ((0.5, 0.5), (0.5, 0.0)),
+    }
+    for (seed, model), ((a1, p1), (a2, p2)) in levels.items():
+        per_level = {"1": {"pass@1": a1, "pass@1_process": p1}, "2": {"pass@1": a2, "pass@1_process": p2}}
+        if model == "base":
+            run = EvalRun.of_base(tmp_path, "arith", STUDENT, seed)
+        else:
+            run = EvalRun.of_student(tmp_path, "arith", train_run(tmp_path, "wc", seed), seed)
+        write_eval_run(run, KNOWN_SEEDS[seed][model], per_level=per_level)
+    se = {"1": {"pass@1": 0.2}, "2": {"pass@1": 0.4}}  # no process figures (e.g. MATH)
+    for seed in (0, 1):
+        write_eval_run(
+            EvalRun.of_student(tmp_path, "arith", train_run(tmp_path, "se", seed), seed),
+            KNOWN_SEEDS[seed]["se"],
+            per_level=se,
+        )
+    study_report.run(compose_study(tmp_path, "task.seeds=[0,1]"))
+    report = (tmp_path / f"reports/study/{WC}-vs-{SE}-seeds0-1/report.md").read_text()
+    section = report[report.index("## Per level") : report.index("## All metrics")]
+    assert (
+        "mean over the finished seeds" in section and "**self_improvement · smollm2_135m · high**" in section
+    )
+    assert "| 1 | 0.500 / 0.500 | 0.750 / 0.500 | 0.200 |" in section
+    assert "| 2 | 0.500 / 0.250 | 0.500 / 0.250 | 0.400 |" in section
+
+
+def train_run(outputs: Path, sampler: str, seed: int):
+    """The study's self-improvement training run on ``sampler``'s high-budget data."""
+    from compute_optimal.runs import TrainRun
+
+    return TrainRun.of(outputs, "arith", "self_improvement", STUDENT, sampler, "high", "compute", seed)
+
+
 def test_study_report_with_a_seed_missing(tmp_path: Path) -> None:
     """Seed 2's SE student not evaluated: its row has empty cells and the command; the aggregate rests on
     seeds 0 and 1, "2 of 3 seeds". A student of seed 1 trained on seed-0 samples is pointed out."""

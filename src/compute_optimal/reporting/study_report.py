@@ -310,6 +310,41 @@ def console_text(comparisons: Sequence[Comparison]) -> str:
     return text
 
 
+def _level_value(comparisons: Sequence[Comparison], key: str, level: str, measure: str) -> float | None:
+    """Mean over ``comparisons`` of one model's greedy pass@1 (``measure``) at ``level``; None where none has it."""
+    values = [
+        v
+        for c in comparisons
+        if (v := ((getattr(c, key).metric("greedy_per_level") or {}).get(level) or {}).get(measure))
+        is not None
+    ]
+    return sum(values) / len(values) if values else None
+
+
+def level_table(a: Aggregate) -> str | None:
+    """Greedy pass@1 per level of the base student and the students after WC and SE data, by answer and (arith
+    datasets) by process, mean over the finished seeds; None where no evaluation recorded levels."""
+    done = a.finished or [c for c in a.comparisons if c.base.done or c.wc.done or c.se.done]
+    levels: dict[str, None] = {}
+    for c in done:
+        for key in ("base", "wc", "se"):
+            levels.update(dict.fromkeys(getattr(c, key).metric("greedy_per_level") or {}))
+    if not levels:
+        return None
+    rows = [
+        "| level | base | after WC data | after SE data |",
+        "| --- | --- | --- | --- |",
+    ]
+    for level in levels:
+        cells = []
+        for key in ("base", "wc", "se"):
+            answer = _level_value(done, key, level, "pass@1")
+            process = _level_value(done, key, level, "pass@1_process")
+            cells.append(_fmt(answer) + ("" if process is None else f" / {_fmt(process)}"))
+        rows.append(f"| {level} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
 def _detail_table(comparisons: Sequence[Comparison]) -> str:
     seeds = several_seeds(comparisons)
     rows = [
@@ -511,6 +546,15 @@ def render(
         ]
         if seeds:
             parts += [seed_table(controls, controls=True)]
+    per_level = [(a, table) for a in aggregate(main_rows(comparisons)) if (table := level_table(a))]
+    if per_level:
+        parts += [
+            "## Per level",
+            "Greedy pass@1 by level: by answer / by process (the right answer by a valid chain; arith datasets)"
+            + (", mean over the finished seeds." if seeds else "."),
+        ]
+        for a, table in per_level:
+            parts += [f"**{_row_label(a.first)}**", table]
     parts += [
         "## All metrics",
         _detail_table(comparisons),
