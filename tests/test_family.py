@@ -49,14 +49,22 @@ def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         return {name: family.checkpoint(member(name)) for name in ("arith_student", "arith_wc")}
 
 
-def test_family_configs_share_one_recipe_and_keep_the_paper_ratio() -> None:
-    wc, se, student = (Model.from_config(model_config(n)) for n in ("arith_wc", "arith_se", "arith_student"))
-    # One recipe, derived from conf/family/arith.yaml; each member may train for its own length.
+@pytest.mark.parametrize("pair", ["arith", "arith_graph"])
+def test_family_configs_share_one_recipe_and_keep_the_paper_ratio(pair: str) -> None:
+    names = OmegaConf.load(conf_dir() / "pair" / f"{pair}.yaml")
+    wc, se, student = (
+        Model.from_config(model_config(n)) for n in (names.wc, names.se, names.distill_student)
+    )
+    # One recipe, derived from conf/family/<pair>.yaml; each member may train for its own length.
+    assert wc.pretrain["name"] == pair
     lengths = [dict(m.pretrain, train={**m.pretrain["train"], "tokens": None}) for m in (wc, se, student)]
     assert lengths[0] == lengths[1] == lengths[2]
     assert wc.origin == se.origin == student.origin == "trained"
     assert se.params / wc.params == 3  # as Gemma2-27B to 9B
     assert student.params < wc.params
+    if pair == "arith_graph":  # the paper's distillation student, Gemma-7B, is ~0.8x Gemma2-9B
+        assert 0.7 <= student.params / wc.params <= 0.9
+        assert wc.pretrain["train"]["kernels"] == "avx2"  # bit-identical on any AVX2 machine
     # The nominal counts are the architectures' non-embedding parameters, within 5%.
     for model in (wc, se, student):
         a = model.arch
