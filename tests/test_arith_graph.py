@@ -14,9 +14,11 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from compute_optimal.data import DatasetError, Problem, arith_graph
 from compute_optimal.data.arith_graph import generate_problem, generate_split
+from compute_optimal.resolvers import conf_dir
 
 EQUATION_RE = re.compile(r"(\d+(?: [-+*/] \d+)+) = (\d+)")
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
@@ -159,12 +161,19 @@ def test_every_number_of_a_problem_names_one_thing(train: list[Problem]) -> None
 
 def test_answers_cannot_be_guessed(train: list[Problem], test_split: list[Problem]) -> None:
     """Over 1,000 train and 1,000 test problems: the most frequent answer is at most 1% of them and two
-    random problems share an answer at most 0.5% of the time."""
-    problems = train + generate_split("test", num_test=1000)
-    counts = collections.Counter(p.answer for p in problems)
-    n = len(problems)
-    assert max(counts.values()) / n <= 0.01, counts.most_common(3)
-    assert sum((c / n) ** 2 for c in counts.values()) <= 0.005
+    random problems share an answer at most 0.5% of the time; with levels 1-5 and with the study's levels 1-3
+    (conf/dataset/arith_graph.yaml), whose answers are smaller."""
+    study = (1, 2, 3)
+    assert list(OmegaConf.load(conf_dir() / "dataset" / "arith_graph.yaml").loader.levels) == list(study)
+    for problems in (
+        train + generate_split("test", num_test=1000),
+        generate_split("train", num_train=1000, num_test=1000, levels=study)
+        + generate_split("test", num_test=1000, levels=study),
+    ):
+        counts = collections.Counter(p.answer for p in problems)
+        n = len(problems)
+        assert max(counts.values()) / n <= 0.01, counts.most_common(3)
+        assert sum((c / n) ** 2 for c in counts.values()) <= 0.005
 
 
 def test_problems_have_several_valid_chains(train: list[Problem]) -> None:
