@@ -158,14 +158,33 @@ def print_environment(env: dict[str, Any]) -> None:
     print(f"usable CUDA devices: {usable}" + ("" if usable else f" ({env['cuda_error']})"), flush=True)
 
 
-def gpu_memory_used_mib() -> int:
-    """GPU memory in use on this node, all GPUs together, from NVML (pynvml, else nvidia-smi): NVML
-    does not initialise CUDA, which this process must not do before vLLM forks its engine core."""
+def visible_devices(env: str | None) -> list[str] | None:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs, in
+    NVML's order where they are indices); None: unset, every GPU. A node shared with other jobs has
+    other processes' memory on the GPUs this process cannot see."""
+    if env is None:
+        return None
+    return [d.strip() for d in env.split(",") if d.strip()]
+
+
+def gpu_memory_used_mib(gpus: int) -> int:
+    """GPU memory in use on the first ``gpus`` GPUs this process can see (``visible_devices``): those a
+    vLLM engine with that tensor-parallel size runs on. From NVML (pynvml, else nvidia-smi): NVML does
+    not initialise CUDA, which this process must not do before vLLM forks its engine core."""
+    devices = visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if devices is None:
+        devices = [str(i) for i in range(gpus)]
+    devices = devices[:gpus]
     try:
         import pynvml
     except ImportError:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            [
+                "nvidia-smi",
+                f"--id={','.join(devices)}",
+                "--query-gpu=memory.used",
+                "--format=csv,noheader,nounits",
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -174,7 +193,10 @@ def gpu_memory_used_mib() -> int:
         return sum(int(v) for v in out.split())
     pynvml.nvmlInit()
     try:
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        handles = [
+            pynvml.nvmlDeviceGetHandleByIndex(int(d)) if d.isdigit() else pynvml.nvmlDeviceGetHandleByUUID(d)
+            for d in devices
+        ]
         return sum(int(pynvml.nvmlDeviceGetMemoryInfo(h).used) for h in handles) // 2**20
     finally:
         pynvml.nvmlShutdown()
@@ -226,11 +248,11 @@ def check_vllm_model(report: Report, name: str, gpus: int, args: argparse.Namesp
     def start(figures: dict[str, Any]) -> str:
         checkpoint = models.config_checkpoint(model)
         figures.update(checkpoint=str(checkpoint), settings=settings, tensor_parallel_size=tp)
-        figures["memory_before_mib"] = state["before"] = gpu_memory_used_mib()
+        figures["memory_before_mib"] = state["before"] = gpu_memory_used_mib(tp)
         t0 = time.perf_counter()
         state["engine"] = build_engine(str(checkpoint), "auto", vllm=settings)
         figures["start_s"] = round(time.perf_counter() - t0, 1)
-        figures["memory_running_mib"] = state["running"] = gpu_memory_used_mib()
+        figures["memory_running_mib"] = state["running"] = gpu_memory_used_mib(tp)
         return (
             f"{state['engine'].name}, tensor_parallel_size {tp} (model {model.tensor_parallel_size}, "
             f"GPUs {gpus}), dummy weights, started in {figures['start_s']} s"
@@ -267,23 +289,26 @@ def check_vllm_model(report: Report, name: str, gpus: int, args: argparse.Namesp
     def same_seed(figures: dict[str, Any]) -> str:
         batch = requests(prompts(8), 4)
         settings_ = SamplingSettings(temperature=1.0, max_new_tokens=64)
-        texts = []
+        # Token ids, not text: dummy weights sample ids the tokenizer mostly decodes to nothing.
+        runs = []
         for _ in range(2):
             reset_prefix_cache(engine)
-            texts.append([c.text for g in engine.generate(batch, settings_) for c in g.completions])
-        same = sum(a == b for a, b in zip(*texts, strict=True))
-        figures.update(samples=len(texts[0]), identical=same)
-        if same != len(texts[0]):
-            raise AssertionError(f"{len(texts[0]) - same} of {len(texts[0])} samples differ between runs")
-        return f"the same {len(batch)} requests x 4 samples twice: {same}/{len(texts[0])} identical"
+            runs.append([c.token_ids for g in engine.generate(batch, settings_) for c in g.completions])
+        if not all(runs[0]):
+            raise AssertionError("the engine returned samples without token ids: nothing to compare")
+        same = sum(a == b for a, b in zip(*runs, strict=True))
+        figures.update(samples=len(runs[0]), identical=same)
+        if same != len(runs[0]):
+            raise AssertionError(f"{len(runs[0]) - same} of {len(runs[0])} samples differ between runs")
+        return f"the same {len(batch)} requests x 4 samples twice: {same}/{len(runs[0])} identical token ids"
 
     def freed(figures: dict[str, Any]) -> str:
         t0 = time.perf_counter()
         engine.close()
-        after = gpu_memory_used_mib()
+        after = gpu_memory_used_mib(tp)
         while after > state["before"] + FREE_TOLERANCE_MIB and time.perf_counter() - t0 < FREE_WAIT_S:
             time.sleep(2)
-            after = gpu_memory_used_mib()
+            after = gpu_memory_used_mib(tp)
         figures.update(
             before_mib=state["before"], running_mib=state["running"], after_mib=after,
             seconds=round(time.perf_counter() - t0, 1),

@@ -194,13 +194,31 @@ def test_hf_one_sample_is_what_transformers_samples(tiny_checkpoint: str) -> Non
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.xdist_group("tiny_vllm")
-def test_vllm_engine_is_seeded(tiny_vllm, tiny_checkpoint: str) -> None:
+def test_vllm_engine_is_seeded(tiny_vllm, tiny_checkpoint: str, monkeypatch) -> None:
     engine = tiny_vllm
     assert engine.name == "vllm_cpu"
     first = engine.generate(REQUESTS, SETTINGS)
     check_generations(first, tiny_checkpoint)
     assert engine.generate(REQUESTS, SETTINGS) == first  # SamplingParams(seed=...) makes it reproducible
     assert engine.generate(REQUESTS[::-1], SETTINGS) == first[::-1]
+    # The sampling stage streams through LLMEngine.add_request: the same samples, and each prompt handed
+    # over rendered by the engine's renderer (token ids), as vLLM documents; raw strings are deprecated.
+    llm_engine, handed = engine._llm.llm_engine, []
+    add_request = llm_engine.add_request
+    monkeypatch.setattr(
+        llm_engine,
+        "add_request",
+        lambda rid, prompt, params: handed.append(prompt) or add_request(rid, prompt, params),
+    )
+    assert dict(engine.stream(enumerate(REQUESTS), SETTINGS)) == dict(enumerate(first))
+    batch = engine._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+    assert engine.max_in_flight_seqs == 2 * batch  # a running batch and a waiting one
+    assert len(handed) == len(REQUESTS)
+    assert all(isinstance(p, dict) and p.get("type") == "token" for p in handed), handed[:1]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert [p["prompt_token_ids"] for p in handed] == [tokenizer(r.prompt).input_ids for r in REQUESTS]
 
 
 @pytest.mark.slow

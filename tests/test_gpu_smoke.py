@@ -58,7 +58,8 @@ def test_arch_block_is_the_published_model(name: str) -> None:
 
 
 def test_config_checkpoint_is_config_and_tokenizer_only() -> None:
-    """config_checkpoint writes Gemma2-9B's config.json (its vocabulary, not the tokenizer's) and an
+    """config_checkpoint writes Gemma2-9B's config.json (its vocabulary, not the tokenizer's, and its
+    architecture, which vLLM reads) and an
     embedded tokenizer whose ids all fit, and no weights; the same config gives the same cached folder."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +70,7 @@ def test_config_checkpoint_is_config_and_tokenizer_only() -> None:
     config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert (config.model_type, config.vocab_size, config.attn_logit_softcapping) == ("gemma2", 256000, 50.0)
+    assert config.architectures == ["Gemma2ForCausalLM"]  # what vLLM resolves its model class from
     assert len(tokenizer) <= config.vocab_size and config.eos_token_id == tokenizer.eos_token_id
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -76,19 +78,28 @@ def test_config_checkpoint_is_config_and_tokenizer_only() -> None:
 
 
 class StandIn(Engine):
-    """Stands in for vLLM where there is no GPU: n samples of max_new_tokens tokens, text from the seed;
-    "GPU memory" goes up on start and (when ``frees``) back down on close."""
+    """Stands in for vLLM where there is no GPU: n samples of max_new_tokens token ids from the seed and
+    empty text (what dummy weights decode to); "GPU memory" goes up on start and (when ``frees``) back
+    down on close. ``drifts``: each call samples other ids (an unseeded engine)."""
 
     name = "vllm"
 
-    def __init__(self, memory: list[int], frees: bool) -> None:
-        self.memory, self.frees = memory, frees
+    def __init__(self, memory: list[int], frees: bool, drifts: bool = False) -> None:
+        self.memory, self.frees, self.drifts, self.calls = memory, frees, drifts, 0
         memory[0] = 120_000
 
     def generate(self, requests, settings):
+        self.calls += 1
+        shift = self.calls if self.drifts else 0
         return [
             Generation(
-                10, tuple(Completion(f"s{r.seed + i}", settings.max_new_tokens, "length") for i in range(r.n))
+                10,
+                tuple(
+                    Completion(
+                        "", settings.max_new_tokens, "length", (r.seed + i + shift,) * settings.max_new_tokens
+                    )
+                    for i in range(r.n)
+                ),
             )
             for r in requests
         ]
@@ -98,12 +109,13 @@ class StandIn(Engine):
             self.memory[0] = 600
 
 
-@pytest.mark.parametrize("frees", [True, False])
-def test_vllm_checks_on_a_stand_in_engine(monkeypatch, tmp_path: Path, frees: bool) -> None:
+@pytest.mark.parametrize(("frees", "drifts"), [(True, False), (False, False), (True, True)])
+def test_vllm_checks_on_a_stand_in_engine(monkeypatch, tmp_path: Path, frees: bool, drifts: bool) -> None:
     """The CUDA-only checks' logic (settings, figures, FLOP share, skips) runs here on a stand-in engine,
     so it cannot rot between GPU runs: Gemma2-27B on 1 GPU gets tensor_parallel_size 1 (its config says 2),
     dummy weights and the resolved engine settings; memory that close() does not free fails the check
-    and skips the restart."""
+    and skips the restart; the seed check compares token ids, so samples that differ fail it even when
+    their text is empty, as dummy weights' mostly is."""
     for name, value in (("PROJECT_ROOT", str(REPO)), ("VLLM_LOGGING_LEVEL", "WARNING")):
         monkeypatch.setenv(name, os.environ.get(name, value))  # the script sets them; undone after the test
     smoke = _script()
@@ -111,10 +123,10 @@ def test_vllm_checks_on_a_stand_in_engine(monkeypatch, tmp_path: Path, frees: bo
 
     def build(checkpoint: str, backend: str, *, vllm: dict) -> Engine:
         started.append((checkpoint, backend, vllm))
-        return StandIn(memory, frees)
+        return StandIn(memory, frees, drifts)
 
     monkeypatch.setattr(smoke, "build_engine", build)
-    monkeypatch.setattr(smoke, "gpu_memory_used_mib", lambda: memory[0])
+    monkeypatch.setattr(smoke, "gpu_memory_used_mib", lambda gpus: memory[0])
     monkeypatch.setattr(smoke.models, "config_checkpoint", lambda cfg: tmp_path)
     monkeypatch.setattr(smoke, "FREE_WAIT_S", 0)
     report = smoke.Report()
@@ -125,7 +137,7 @@ def test_vllm_checks_on_a_stand_in_engine(monkeypatch, tmp_path: Path, frees: bo
     assert statuses == {
         "vllm-start": "PASS",
         "vllm-throughput": "PASS",
-        "vllm-seed": "PASS",
+        "vllm-seed": "FAIL" if drifts else "PASS",
         "vllm-free": "PASS" if frees else "FAIL",
         "vllm-restart": "PASS" if frees else "SKIP",
     }
@@ -185,3 +197,13 @@ def test_smoke_script_on_the_cpu(tmp_path: Path) -> None:
         assert len(figures["losses"]) == 6 and figures["last3_mean"] < figures["first3_mean"]
         assert figures["optimizer"] == optimizer and figures["peak_gpu_memory_gib"] is None
         assert "no CUDA device" in figures["fallback"]
+
+
+def test_the_memory_check_reads_only_the_gpus_this_process_sees() -> None:
+    """The smoke check's "closing frees GPU memory" reads the GPUs the engine runs on, not the node's:
+    CUDA_VISIBLE_DEVICES as SLURM sets it (indices or UUIDs), else every GPU (then the first tp)."""
+    smoke = _script()
+    assert smoke.visible_devices(None) is None
+    assert smoke.visible_devices("3,1") == ["3", "1"]
+    assert smoke.visible_devices("GPU-8f0e-aa, GPU-77") == ["GPU-8f0e-aa", "GPU-77"]
+    assert smoke.visible_devices("") == []

@@ -508,6 +508,75 @@ def test_deepspeed_zero_on_cpu(zero_trained, trainer: str, devices: int) -> None
 
 
 @pytest.mark.slow
+def test_zero3_counts_every_rank(zero_trained) -> None:
+    """ZeRO-3 over 2 processes: trained tokens and the batch size count both ranks' batches (rank 0's
+    alone were half the truth), recomputed here from the run's own examples and batch sampler."""
+    from compute_optimal.training.sft_data import collate
+    from compute_optimal.training.stage import build_examples
+
+    run_dir = zero_trained("deepspeed_zero3", 2)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    outputs = run_dir.parents[5]
+    plan = _plan(outputs, "tiny_random_student", trainer="deepspeed_zero3")
+    checkpoint = models.resolve_checkpoint(plan.student)
+    items, _ = build_examples(plan, PROBLEMS, _tok(checkpoint))
+    lengths, b = [len(x["input_ids"]) for x in items], plan.hparams.batch_size
+    per_rank = []
+    for rank in (0, 1):
+        sampler, batches = LengthBucketBatches(lengths, b, plan.seed, rank=rank, world_size=2), []
+        while len(batches) < summary["steps"]:  # epochs in turn, as the data loader takes them
+            batches += list(sampler)
+        labels = [collate([items[i] for i in batch], 0)["labels"] for batch in batches[: summary["steps"]]]
+        per_rank.append(sum(int((x[:, 1:] != IGNORE_INDEX).sum()) for x in labels))
+    assert min(per_rank) > 0
+    assert summary["trained_tokens"] == sum(per_rank)
+    assert (summary["batch_size"], summary["micro_batch_size"]) == (2 * b, b)
+    assert len(summary["loss_curve"]) == len(summary["grad_norm_curve"]) == summary["steps"]
+
+
+@pytest.mark.slow
+def test_accumulated_gradients_are_the_mean_under_every_trainer(tmp_path: Path) -> None:
+    """Two micro-batches a step, clipping on: the plain trainer and DeepSpeed ZeRO-2 see the same
+    gradient norm before clipping and record the same loss, one point per optimizer step. Lightning
+    divides the loss by the accumulation count and DeepSpeed's backward divided it again (Lightning
+    issue 6170): ZeRO-2's norms were half the plain trainer's, and the history had a point per
+    micro-batch at half the loss. Adam's first steps hardly depend on the gradient's scale, so the
+    weights would not show it; the norm the clipping sees does."""
+    summaries = {}
+    for trainer in ("cpu", "deepspeed_zero2"):
+        outputs = tmp_path / trainer
+        for name in ("tiny_random", "tiny_random_x2"):
+            write_sampling_run(outputs, PROBLEMS, dataset="arith", model=name, samples_per_problem=4)
+        run_cli(
+            outputs,
+            "pair=tiny",
+            "regime=knowledge_distillation",
+            "data.sampler=wc",
+            "logger=none",
+            "progress=false",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            f"trainer={trainer}",
+            "trainer.devices=1",
+            "trainer.accumulate_grad_batches=2",
+            "trainer.gradient_clip_val=1.0",
+        )
+        run = "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
+        summaries[trainer] = json.loads((outputs / run / "train_summary.json").read_text())
+    plain, zero2 = summaries["cpu"], summaries["deepspeed_zero2"]
+    assert zero2["trainer"]["strategy"] == "deepspeed" and plain["trainer"]["strategy"] == "auto"
+    for s in (plain, zero2):
+        assert [step for step, _ in s["loss_curve"]] == [1, 2]
+        assert [step for step, _ in s["grad_norm_curve"]] == [1, 2]
+        assert (s["batch_size"], s["micro_batch_size"]) == (8, 4)
+    norms = [[n for _, n in s["grad_norm_curve"]] for s in (plain, zero2)]
+    assert norms[0][0] > 1.0, "the clipping must be active for the check to mean something"
+    assert norms[1] == pytest.approx(norms[0], rel=1e-3)
+    assert [v for _, v in zero2["loss_curve"]] == pytest.approx([v for _, v in plain["loss_curve"]], rel=1e-3)
+    assert zero2["trained_tokens"] == plain["trained_tokens"]
+
+
+@pytest.mark.slow
 def test_training_leaves_no_process_group_behind(tiny_data: Path) -> None:
     """A DeepSpeed run (gloo on the CPU) destroys its process group before it returns, on every rank.
     Left to the interpreter's teardown, a gloo group aborted rank 1 of a ZeRO-3 SLURM job in CI after

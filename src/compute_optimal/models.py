@@ -128,13 +128,18 @@ def _arch_config(arch: Mapping[str, Any], tokenizer: Any) -> Any:
     fields.setdefault("vocab_size", len(tokenizer))
     if fields["vocab_size"] < len(tokenizer):
         raise ModelError(f"arch vocab_size {fields['vocab_size']} < the tokenizer's {len(tokenizer)} ids")
-    return AutoConfig.for_model(
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = AutoConfig.for_model(
         model_type,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         **fields,
     )
+    # What vLLM reads to pick its model class (save_pretrained of a model writes it; a config alone not).
+    config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]]
+    return config
 
 
 def _cache_key(arch: Mapping[str, Any], **extra: Any) -> str:
@@ -168,7 +173,8 @@ def config_checkpoint(model: Model) -> Path:
         raise ModelError(f"model {model.name!r} has no arch block to build a config from")
     arch = dict(model.arch)
     tokenizer_from = model.tokenizer_from or "smollm2_135m"
-    target = cache_dir() / "models" / f"config-{_cache_key(arch, tok=tokenizer_from)}"
+    # fields=architectures: folders written before config.json named its architecture are not reused.
+    target = cache_dir() / "models" / f"config-{_cache_key(arch, tok=tokenizer_from, fields='architectures')}"
 
     def build(tmp: Path) -> None:
         from transformers import AutoTokenizer

@@ -40,6 +40,7 @@ class Completion:
     text: str  # clipped at the first stop sequence, which is not included
     generated_tokens: int  # tokens the model produced for this sample (stop-sequence tokens included)
     finish_reason: str  # "stop" (EOS or stop sequence) or "length"
+    token_ids: tuple[int, ...] = ()  # the generated ids where the engine gives them (vLLM), else empty
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 from .base import Completion, Engine, Generation, K, Request, SamplingSettings
 
 log = logging.getLogger(__name__)
+IN_FLIGHT_BATCHES = 2  # sequences kept in flight when streaming, in scheduler batches (max_num_seqs)
 
 
 class VLLMEngine(Engine):
@@ -38,7 +39,7 @@ class VLLMEngine(Engine):
         seed: int = 0,
         batch_invariant: bool = False,
         backend: str = "vllm",
-        max_in_flight_seqs: int = 1024,
+        max_in_flight_seqs: int | None = None,
         **llm_kwargs: Any,
     ) -> None:
         # Second guard against "Cannot re-initialize CUDA in forked subprocess": whatever touched CUDA in
@@ -67,12 +68,14 @@ class VLLMEngine(Engine):
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.name = backend
-        # Sequences in flight when streaming: several times the scheduler's batch (max_num_seqs), so it
-        # never waits for work, and few enough that results come back roughly in the order asked.
-        self.max_in_flight_seqs = int(max_in_flight_seqs)
         self._ids = itertools.count()
         log.info("starting vLLM on %s", checkpoint)
         self._llm = LLM(**kwargs)
+        # Sequences in flight when streaming (None: IN_FLIGHT_BATCHES x the scheduler's batch, its
+        # max_num_seqs): a full batch running and another waiting, so sequences that finish are replaced at
+        # once; few enough that results come back roughly in the order asked.
+        batch = self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        self.max_in_flight_seqs = int(max_in_flight_seqs or IN_FLIGHT_BATCHES * batch)
 
     def _params(self, request: Request, settings: SamplingSettings) -> Any:
         from vllm import SamplingParams
@@ -114,7 +117,7 @@ class VLLMEngine(Engine):
                     params = self._params(request, settings)
                     params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when done
                     request_id = f"stream-{next(self._ids)}"
-                    engine.add_request(request_id, request.prompt, params)
+                    engine.add_request(request_id, _engine_input(engine, request.prompt), params)
                     keys[request_id] = (key, request.n)
                     in_flight += request.n
                 if not keys:
@@ -136,11 +139,32 @@ class VLLMEngine(Engine):
             core.shutdown()
 
 
+def _engine_input(engine: Any, prompt: str) -> Any:
+    """``prompt`` rendered (tokenized) by the engine's own renderer, the input vLLM documents for
+    ``LLMEngine.add_request``; a raw string there is deprecated ("will be removed"). ``LLM.generate``
+    renders the same way."""
+    try:
+        from vllm.inputs import parse_model_prompt  # where vLLM's docstrings import it from
+    except ImportError:  # vLLM 0.32
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+    renderer = engine.renderer
+    (rendered,) = renderer.render_cmpl(
+        [parse_model_prompt(engine.model_config, prompt)], renderer.default_cmpl_tok_params
+    )
+    return rendered
+
+
 def _generation(out: Any) -> Generation:
     return Generation(
         prompt_tokens=len(out.prompt_token_ids),
         completions=tuple(
-            Completion(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop")
+            Completion(
+                c.text,
+                len(c.token_ids),
+                "length" if c.finish_reason == "length" else "stop",
+                tuple(c.token_ids),
+            )
             for c in sorted(out.outputs, key=lambda c: c.index)
         ),
     )

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 from .. import runs
 
@@ -15,30 +16,76 @@ POINTER = "complete"
 
 
 class LossHistory(pl.Callback):
-    """Keeps (step, loss) pairs, the share of real tokens and the trained tokens for the summary and the
-    report's loss curves; its state is saved in the checkpoint, so a resumed run reports the whole curve."""
+    """One point per optimizer step for the summary and the report's loss curves: the mean loss over the
+    step's micro-batches and ranks (the gradient is the mean of theirs) and the gradient norm before
+    clipping; real-token share and trained tokens counted over every rank. Its state is saved in the
+    checkpoint, so a resumed run reports the whole curve."""
 
     def __init__(self) -> None:
         self.start_step = 0
         self.history: list[tuple[int, float]] = []
+        self.grad_norms: list[tuple[int, float | None]] = []
         self.real_share: list[float] = []
         self.trained_tokens = 0
+        self._step = 0
+        self._grad_norm: float | None = None
+        # This rank's sums over the current step's micro-batches: loss, micro-batches, real, all, trained tokens.
+        self._pending = torch.zeros(5, dtype=torch.float64)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
+        self.start_step = self._step = trainer.global_step  # > 0 when resumed from a checkpoint
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        # Plain and DDP strategies: the (all-reduced) gradients, before Lightning clips them. Under
+        # DeepSpeed they live in ZeRO's partitions; the engine reports its own norm after the step.
+        grads = [p.grad.detach().double() for p in pl_module.parameters() if p.grad is not None]
+        self._grad_norm = (
+            float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else None
+        )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.history.append((trainer.global_step, float(loss.detach())))
-        mask = batch["attention_mask"]
-        self.real_share.append(float(mask.sum() / mask.numel()))
-        self.trained_tokens += int((batch["labels"][:, 1:] != -100).sum())
+        # Lightning hands over the loss divided by accumulate_grad_batches (its share of the step's mean).
+        mask, labels = batch["attention_mask"], batch["labels"]
+        self._pending += torch.tensor(
+            [
+                float(loss.detach()) * trainer.accumulate_grad_batches,
+                1,
+                float(mask.sum()),
+                mask.numel(),
+                float((labels[:, 1:] != -100).sum()),
+            ],
+            dtype=torch.float64,
+        )
+        if trainer.global_step == self._step:
+            return  # the step is still accumulating
+        self._step = trainer.global_step
+        # A collective: every rank ends its step here.
+        loss_sum, micro, real, total, trained = trainer.strategy.reduce(
+            self._pending.to(trainer.strategy.root_device), reduce_op="sum"
+        ).tolist()
+        self._pending.zero_()
+        self.history.append((self._step, loss_sum / micro))
+        self.grad_norms.append((self._step, self._engine_grad_norm(trainer)))
+        self.real_share.append(real / total)
+        self.trained_tokens += int(trained)
+
+    def _engine_grad_norm(self, trainer: pl.Trainer) -> float | None:
+        engine_norm = getattr(trainer.model, "get_global_grad_norm", None)  # a DeepSpeed engine
+        norm = engine_norm() if engine_norm is not None else self._grad_norm
+        return None if norm is None else float(norm)
 
     def state_dict(self) -> dict:
-        return {"history": self.history, "real_share": self.real_share, "trained_tokens": self.trained_tokens}
+        return {
+            "history": self.history,
+            "grad_norms": self.grad_norms,
+            "real_share": self.real_share,
+            "trained_tokens": self.trained_tokens,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.history = [tuple(x) for x in state["history"]]
+        self.grad_norms = [tuple(x) for x in state.get("grad_norms", [])]
         self.real_share = list(state["real_share"])
         self.trained_tokens = int(state["trained_tokens"])
 

@@ -13,7 +13,23 @@ import torch
 from pytorch_lightning.strategies import DeepSpeedStrategy
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+class MeanGradientDeepSpeedStrategy(DeepSpeedStrategy):
+    """Lightning's DeepSpeed strategy with the gradient of a step equal to the mean over its micro-batches.
+
+    Lightning divides each micro-batch's loss by ``accumulate_grad_batches`` before the backward, and
+    DeepSpeed's ``engine.backward`` divides it again by ``gradient_accumulation_steps`` (its
+    ``scale_wrt_gas``), which Lightning sets to the same number (Lightning issue 6170): with 4
+    micro-batches the gradient was 1/4 of the mean, clipping at 1.0 clipped the true gradient at 4, and
+    DeepSpeed's gradient norms read 4x low. Lightning's division is the one kept.
+    """
+
+    strategy_name = "deepspeed_mean_gradient"
+
+    def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().backward(closure_loss, optimizer, *args, scale_wrt_gas=False, **kwargs)
+
+
+class CPUDeepSpeedStrategy(MeanGradientDeepSpeedStrategy):
     strategy_name = "deepspeed_cpu"
 
     def setup_environment(self) -> None:
@@ -42,7 +58,7 @@ def build_strategy(name: str, options: dict[str, Any] | None = None, *, on_cpu: 
     if name in ("auto", "ddp", "ddp_spawn", "single_device"):
         return name if not options else _ddp(name, options)
     if name == "deepspeed":
-        cls = CPUDeepSpeedStrategy if on_cpu else DeepSpeedStrategy
+        cls = CPUDeepSpeedStrategy if on_cpu else MeanGradientDeepSpeedStrategy
         if on_cpu:
             options.setdefault("process_group_backend", "gloo")
         return cls(**options)
