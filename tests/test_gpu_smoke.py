@@ -24,7 +24,8 @@ from compute_optimal.specs import Model
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SCRIPT = REPO / "benchmarks/gpu_smoke.py"
-GEMMA2 = {"gemma2_9b": 9241705984, "gemma2_27b": 27227128320}  # google/gemma-2-{9b,27b}, tied embeddings
+# google/gemma-2-{9b,27b} and google/gemma-7b (the distillation student), tied embeddings
+GEMMA2 = {"gemma2_9b": 9241705984, "gemma2_27b": 27227128320, "gemma_7b": 8537680896}
 
 
 def _script() -> ModuleType:

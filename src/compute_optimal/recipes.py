@@ -36,6 +36,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
+from .memory import DoesNotFitError
 
 # Each entry point and the config it composes (conf/<name>.yaml).
 ENTRY_CONFIGS = {"run_sample.py": "sample", "run_train.py": "train", "run_eval.py": "eval"}
@@ -202,6 +203,8 @@ def run_recipe(
     for i, stage in enumerate(stages, 1):
         command = stage.command(python, extra)
         print(f"[{name} {i}/{len(stages)}] {stage.name}: {shlex.join(command[1:])}", flush=True)
+        if stage.script == "run_train.py":
+            check_training_memory(stage, extra)  # before any job of the stage is submitted
         if dry_run:
             continue
         started = time.time()
@@ -216,6 +219,17 @@ def run_recipe(
     return timings
 
 
+def check_training_memory(stage: Stage, extra: Sequence[str] = ()) -> None:
+    """Every training job of ``stage`` fits the site's GPUs (``site.gpu_mem_gb``; null: not checked),
+    by its memory plan (``compute_optimal.memory``); the first that does not stops the recipe here."""
+    from .memory import check_fits, plan_for_config
+
+    for overrides in expand_jobs(stage, extra):
+        cfg = compose_job("run_train.py", overrides)
+        if cfg.site.get("gpu_mem_gb") is not None:
+            check_fits(plan_for_config(cfg), cfg.site.gpu_mem_gb)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_intermixed_args(argv)
     try:
         timings = run_recipe(args.recipe, tuple(args.overrides), only=args.only, dry_run=args.dry_run)
-    except RecipeError as exc:
+    except (RecipeError, DoesNotFitError) as exc:
         raise SystemExit(f"error: {exc}") from None
     if timings:
         total = sum(t for _, t in timings)

@@ -32,6 +32,13 @@ def _slurm_tasks_per_node() -> int | None:
 
 def run(cfg: DictConfig) -> StageResult:
     """Train one student (a finished run of the same config is read back, not redone)."""
+    gpu_mem_gb = cfg.site.get("gpu_mem_gb")
+    if (
+        gpu_mem_gb is not None
+    ):  # before any work: a job that cannot fit stops with its plan and what to change
+        from ..memory import check_fits, plan_for_config
+
+        check_fits(plan_for_config(cfg), gpu_mem_gb)
     run_folder = train_run(cfg)
     regime = Regime(
         cfg.regime.name,
