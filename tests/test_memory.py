@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from compute_optimal import memory, models
-from compute_optimal.recipes import RecipeError, Stage, check_training_memory, compose_job
+from compute_optimal.recipes import Stage, check_training_memory, compose_job, run_recipe
 from compute_optimal.resolvers import model_config
 from compute_optimal.specs import Model
 
@@ -67,7 +67,23 @@ def test_a_recipe_stops_before_submitting_a_training_job_that_does_not_fit(tmp_p
     with pytest.raises(memory.DoesNotFitError, match="48 GB"):
         check_training_memory(stage, ("site=example_cluster", "site.gpu_mem_gb=48"))
     check_training_memory(stage, ("site.gpu_mem_gb=null",))  # the default site: not checked
-    assert not issubclass(memory.DoesNotFitError, RecipeError)  # its own message, not a recipe error
+    # Through the recipe runner: refused before the stage's command runs (it would exit with SystemExit).
+    with pytest.raises(memory.DoesNotFitError, match="48 GB"):
+        run_recipe(
+            REPO / "sweeps" / "paper.yaml", ("site=example_cluster", "site.gpu_mem_gb=48"), only="train"
+        )
+
+
+def test_a_dry_run_of_a_recipe_shows_each_training_jobs_memory(capsys) -> None:
+    stage = Stage(
+        "train",
+        "run_train.py",
+        ("experiment=paper_train", "regime=weak_to_strong,self_improvement"),
+        multirun=True,
+    )
+    check_training_memory(stage, ("site=example_cluster",), show=True)
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "memory plan" in line]
+    assert "at most 67.7 GiB per GPU of 80 GB over 2 job(s)" in line and "regime=weak_to_strong" in line
 
 
 def test_the_training_stage_stops_before_any_work(tmp_path: Path) -> None:

@@ -264,6 +264,9 @@ def plan_for_config(cfg: Any) -> MemoryPlan:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder)
+    if student.origin == "trained" and "vocab_size" not in student.arch:
+        # A family member's own tokenizer is built with the family: its recipe's bound, not the embedded one's.
+        config.vocab_size = int(student.pretrain["tokenizer"]["vocab_size"])
     job = job_of(cfg)
     eager = (student.attn_implementation or "") == "eager"
     return plan(shape_of(config), dataclasses.replace(job, eager_attention=eager))

@@ -204,7 +204,7 @@ def run_recipe(
         command = stage.command(python, extra)
         print(f"[{name} {i}/{len(stages)}] {stage.name}: {shlex.join(command[1:])}", flush=True)
         if stage.script == "run_train.py":
-            check_training_memory(stage, extra)  # before any job of the stage is submitted
+            check_training_memory(stage, extra, show=dry_run)  # before any job of the stage is submitted
         if dry_run:
             continue
         started = time.time()
@@ -219,15 +219,27 @@ def run_recipe(
     return timings
 
 
-def check_training_memory(stage: Stage, extra: Sequence[str] = ()) -> None:
+def check_training_memory(stage: Stage, extra: Sequence[str] = (), *, show: bool = False) -> None:
     """Every training job of ``stage`` fits the site's GPUs (``site.gpu_mem_gb``; null: not checked),
-    by its memory plan (``compute_optimal.memory``); the first that does not stops the recipe here."""
-    from .memory import check_fits, plan_for_config
+    by its memory plan (``compute_optimal.memory``); the first that does not stops the recipe here.
+    ``show`` (a dry run): print the largest job's estimated peak per GPU."""
+    from .memory import GIB, check_fits, plan_for_config
 
-    for overrides in expand_jobs(stage, extra):
+    jobs, largest = expand_jobs(stage, extra), (0, "", None)
+    for overrides in jobs:
         cfg = compose_job("run_train.py", overrides)
-        if cfg.site.get("gpu_mem_gb") is not None:
-            check_fits(plan_for_config(cfg), cfg.site.gpu_mem_gb)
+        limit = cfg.site.get("gpu_mem_gb")
+        if limit is None and not show:
+            continue
+        plan = plan_for_config(cfg)
+        largest = max(largest, (plan.peak, shlex.join(overrides), limit), key=lambda x: x[0])
+        check_fits(plan, limit)
+    if show and jobs:
+        peak, overrides, limit = largest
+        site = f" of {limit:g} GB" if limit is not None else ""
+        print(
+            f"  memory plan: at most {peak / GIB:.1f} GiB per GPU{site} over {len(jobs)} job(s) ({overrides})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
