@@ -437,6 +437,16 @@ def _step(path: Path) -> int:
         return 0
 
 
+def train_distillation_student(outputs: Path, *overrides: str) -> Path:
+    """The tiny distillation student trained through the entry point on the tiny pair's WC data (written
+    into ``outputs`` first); its run folder."""
+    for name in ("tiny_random", "tiny_random_x2"):
+        write_sampling_run(outputs, PROBLEMS, dataset="arith", model=name, samples_per_problem=4)
+    run_cli(outputs, "pair=tiny", "regime=knowledge_distillation", "data.sampler=wc", "logger=none",
+            "progress=false", *overrides)  # fmt: skip
+    return outputs / "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
+
+
 @pytest.fixture(scope="module")
 def zero_trained(tmp_path_factory: pytest.TempPathFactory):
     """``train(trainer, devices)``: the tiny distillation student trained for 3 steps by that DeepSpeed
@@ -448,21 +458,9 @@ def zero_trained(tmp_path_factory: pytest.TempPathFactory):
     def train(trainer: str, devices: int) -> Path:
         if (trainer, devices) not in trained:
             outputs = tmp_path_factory.mktemp(f"{trainer}-{devices}")
-            for name in ("tiny_random", "tiny_random_x2"):
-                write_sampling_run(outputs, PROBLEMS, dataset="arith", model=name, samples_per_problem=4)
-            run_cli(
-                outputs,
-                "pair=tiny",
-                "regime=knowledge_distillation",
-                "data.sampler=wc",
-                "logger=none",
-                "progress=false",
-                "train.max_steps=3",
-                f"trainer={trainer}",
-                f"trainer.devices={devices}",
+            trained[trainer, devices] = train_distillation_student(
+                outputs, "train.max_steps=3", f"trainer={trainer}", f"trainer.devices={devices}"
             )
-            run = "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
-            trained[trainer, devices] = outputs / run
         return trained[trainer, devices]
 
     return train
@@ -544,16 +542,8 @@ def test_accumulated_gradients_are_the_mean_under_every_trainer(tmp_path: Path) 
     weights would not show it; the norm the clipping sees does."""
     summaries = {}
     for trainer in ("cpu", "deepspeed_zero2"):
-        outputs = tmp_path / trainer
-        for name in ("tiny_random", "tiny_random_x2"):
-            write_sampling_run(outputs, PROBLEMS, dataset="arith", model=name, samples_per_problem=4)
-        run_cli(
-            outputs,
-            "pair=tiny",
-            "regime=knowledge_distillation",
-            "data.sampler=wc",
-            "logger=none",
-            "progress=false",
+        run_dir = train_distillation_student(
+            tmp_path / trainer,
             "train.max_steps=2",
             "train.batch_size=4",
             f"trainer={trainer}",
@@ -561,8 +551,7 @@ def test_accumulated_gradients_are_the_mean_under_every_trainer(tmp_path: Path) 
             "trainer.accumulate_grad_batches=2",
             "trainer.gradient_clip_val=1.0",
         )
-        run = "train/arith/knowledge_distillation/tiny_random_student/wc-high-compute/seed0"
-        summaries[trainer] = json.loads((outputs / run / "train_summary.json").read_text())
+        summaries[trainer] = json.loads((run_dir / "train_summary.json").read_text())
     plain, zero2 = summaries["cpu"], summaries["deepspeed_zero2"]
     assert zero2["trainer"]["strategy"] == "deepspeed" and plain["trainer"]["strategy"] == "auto"
     for s in (plain, zero2):

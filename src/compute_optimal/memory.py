@@ -220,8 +220,8 @@ def check_fits(memory: MemoryPlan, gpu_mem_gb: float | None) -> None:
     )
 
 
-def job_of(cfg: Any) -> Job:
-    """The ``Job`` of a composed run_train.py config (its effective trainer on GPUs, its resources)."""
+def job_of(cfg: Any, *, eager_attention: bool) -> Job:
+    """The ``Job`` of a composed run_train.py config (its trainer as on GPUs, its resources)."""
     from .specs import TrainSettings, plain
     from .training.stage import weights_dtype
 
@@ -240,14 +240,12 @@ def job_of(cfg: Any) -> Job:
         seq_len=hp.max_length,
         weights_dtype=weights_dtype(hp, trainer),
         checkpointing=hp.gradient_checkpointing,
-        eager_attention=False,  # the student's: plan_for_config reads it from the model config
+        eager_attention=eager_attention,
     )
 
 
 def plan_for_config(cfg: Any) -> MemoryPlan:
     """The memory plan of a composed run_train.py config."""
-    import dataclasses
-
     from . import models
     from .stages.common import model_named, student_name
 
@@ -267,9 +265,8 @@ def plan_for_config(cfg: Any) -> MemoryPlan:
     if student.origin == "trained" and "vocab_size" not in student.arch:
         # A family member's own tokenizer is built with the family: its recipe's bound, not the embedded one's.
         config.vocab_size = int(student.pretrain["tokenizer"]["vocab_size"])
-    job = job_of(cfg)
-    eager = (student.attn_implementation or "") == "eager"
-    return plan(shape_of(config), dataclasses.replace(job, eager_attention=eager))
+    job = job_of(cfg, eager_attention=student.attn_implementation == "eager")
+    return plan(shape_of(config), job)
 
 
 def main(argv: list[str] | None = None) -> None:
